@@ -1,0 +1,190 @@
+"""jobq: the HTTP service, wired together. `python app.py` serves; `python app.py
+tenants|keys|doctor ...` manages the tenants file and the data directory.
+
+`create_app(settings, store, clock, ...)` is the one factory, used by the
+entry point and by the tests alike. Nothing imports this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+import views_jobs
+from auth import make_auth_middleware
+from builtin_handlers import register_builtins
+from clock import Clock, SystemClock
+from config import ConfigError, Settings
+from errors import CorruptStore, StoreLocked
+from handlers import REGISTRY, Registry
+from lifecycle import RetryPolicy
+from problems import problem_middleware
+from ratelimit import FailureWindow
+from services import SERVICES, Services
+from store import JsonStore, Store
+from tenants import TenantRegistry, TenantsDoc, TenantsFileError
+from worker import Worker
+
+logger = logging.getLogger("jobq")
+
+WORKER = web.AppKey("jobq.worker", Worker)
+
+
+def create_app(
+    settings: Settings,
+    store: Store,
+    clock: Clock,
+    *,
+    registry: Registry | None = None,
+    tenants: TenantRegistry | None = None,
+    run_worker: bool = True,
+) -> web.Application:
+    """The aiohttp application over an opened `store`, which it closes on
+    cleanup. With `run_worker=False` the worker exists (as `app[WORKER]`) but
+    only runs when a test drives it (`run_once`, `run_until_idle`)."""
+    registry = registry or default_registry()
+    tenants = tenants or TenantRegistry(settings.tenants_file, clock.monotonic)
+    services = Services(settings=settings, store=store, clock=clock, registry=registry, tenants=tenants)
+    failures = FailureWindow(settings.auth_failures_per_minute)
+    app = web.Application(
+        middlewares=[problem_middleware, make_auth_middleware(tenants, failures, clock)],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[SERVICES] = services
+    app.add_routes(views_jobs.routes)
+    worker = Worker(
+        store, registry, clock,
+        concurrency=settings.worker_concurrency,
+        lease_seconds=settings.lease_seconds,
+        retention_seconds=settings.retention_days * 86400.0,
+    )
+    app[WORKER] = worker
+
+    async def close_store(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await store.close()
+
+    async def run_worker_loop(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.get_running_loop().create_task(worker.run(), name="jobq-worker")
+        yield
+        services.shutting_down = True
+        await worker.stop(settings.shutdown_grace_seconds)
+        await task
+
+    app.cleanup_ctx.append(close_store)
+    if run_worker and settings.worker_concurrency > 0:
+        app.cleanup_ctx.append(run_worker_loop)
+    return app
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(
+        base_seconds=settings.retry_base_seconds,
+        max_seconds=settings.retry_max_seconds,
+        max_snoozes=settings.max_snoozes,
+    )
+
+
+def make_json_store(settings: Settings, tenants: TenantRegistry) -> JsonStore:
+    return JsonStore(
+        settings.data_dir,
+        retry=retry_policy(settings),
+        max_running=tenants.max_running,
+        aging_seconds=settings.aging_seconds,
+        compact_bytes=settings.journal_compact_bytes,
+    )
+
+
+def ensure_demo_tenant(settings: Settings) -> str | None:
+    """On a first start (no tenants file), create tenant `demo`; returns its key."""
+    if settings.tenants_file.exists():
+        return None
+    doc = TenantsDoc()
+    key = doc.add_tenant("demo")
+    doc.write(settings.tenants_file)
+    return key
+
+
+async def serve(settings: Settings) -> int:
+    clock = SystemClock()
+    try:
+        demo_key = ensure_demo_tenant(settings)
+        tenants = TenantRegistry(settings.tenants_file, clock.monotonic)
+    except TenantsFileError as exc:
+        print(f"jobq: {exc}", file=sys.stderr)
+        return 2
+    if settings.store_url != "json":
+        print(f"jobq: JOBQ_STORE={settings.store_url!r} is not supported by this build; use 'json'", file=sys.stderr)
+        return 2
+    store = make_json_store(settings, tenants)
+    try:
+        await store.open(clock.now())
+    except (StoreLocked, CorruptStore) as exc:
+        print(f"jobq: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(settings, store, clock, tenants=tenants)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    url = f"http://{settings.host}:{settings.port}"
+    print(f"jobq listening on {url} (data in {settings.data_dir.resolve()})", flush=True)
+    if demo_key:
+        print(f"created tenant 'demo'; its API key (shown once): {demo_key}", flush=True)
+        print(f"  curl -H 'X-API-Key: {demo_key}' {url}/jobs", flush=True)
+    await wait_for_signal()
+    logger.info("action=shutdown graceSeconds=%g", settings.shutdown_grace_seconds)
+    app[SERVICES].shutting_down = True
+    await app[WORKER].stop(settings.shutdown_grace_seconds)
+    await runner.cleanup()
+    logger.info("action=stopped")
+    return 0
+
+
+async def wait_for_signal() -> None:
+    """Return on the first SIGTERM/SIGINT; a second one exits at once."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            os._exit(1)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    await stop.wait()
+
+
+def default_registry() -> Registry:
+    """The process-wide registry, with the built-in handlers."""
+    if REGISTRY.get("echo") is None:
+        register_builtins(REGISTRY)
+    return REGISTRY
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(
+        level=os.environ.get("JOBQ_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"jobq: {exc}", file=sys.stderr)
+        return 2
+    if argv:
+        from cli import run_command
+
+        return run_command(settings, argv)
+    return asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,88 @@
+"""`python app.py tenants|keys|doctor ...`: managing tenants and checking a data directory."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+
+from config import Settings
+from errors import CorruptStore
+from journal import DurableLog
+from tenants import TenantsDoc, TenantsFileError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python app.py", description="jobq administration")
+    sub = parser.add_subparsers(dest="group", required=True)
+    tenants = sub.add_parser("tenants", help="manage tenants").add_subparsers(dest="command", required=True)
+    tenants.add_parser("add", help="create a tenant and print its first key").add_argument("name")
+    tenants.add_parser("list", help="list tenants")
+    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="command", required=True)
+    add = keys.add_parser("add", help="add a key to a tenant, or an admin key")
+    add.add_argument("name", nargs="?")
+    add.add_argument("--read-only", action="store_true", help="a key that cannot submit, cancel or retry")
+    add.add_argument("--admin", action="store_true", help="an admin key that sees every tenant")
+    add.add_argument("--label", default="", help="a note to tell keys apart")
+    sub.add_parser("doctor", help="check the data directory and the tenants file")
+    return parser
+
+
+def run_command(settings: Settings, argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.group == "doctor":
+            return doctor(settings)
+        doc = TenantsDoc.read(settings.tenants_file)
+        if args.group == "tenants" and args.command == "list":
+            for name in sorted(doc.tenants):
+                print(name)
+            return 0
+        if args.group == "tenants":
+            key = doc.add_tenant(args.name)
+            what = f"tenant {args.name!r}"
+        elif args.admin:
+            if args.name or args.read_only:
+                print("jobq: --admin takes no tenant name and no --read-only", file=sys.stderr)
+                return 2
+            key = doc.add_admin(args.label or "admin")
+            what = "an admin key"
+        else:
+            if not args.name:
+                print("jobq: name the tenant, or pass --admin", file=sys.stderr)
+                return 2
+            key = doc.add_key(args.name, read_only=args.read_only, label=args.label)
+            what = f"a {'read-only' if args.read_only else 'write'} key for {args.name!r}"
+        doc.write(settings.tenants_file)
+    except TenantsFileError as exc:
+        print(f"jobq: {exc}", file=sys.stderr)
+        return 2
+    print(f"created {what}; the key is shown only this once:", file=sys.stderr)
+    print(key)
+    return 0
+
+
+def doctor(settings: Settings) -> int:
+    """Read everything, change nothing, say what is wrong."""
+    problems = 0
+    try:
+        doc = TenantsDoc.read(settings.tenants_file)
+        print(f"ok   tenants file {settings.tenants_file}: {len(doc.tenants)} tenants, {len(doc.admins)} admin keys")
+    except TenantsFileError as exc:
+        print(f"FAIL {exc}")
+        problems += 1
+    log = DurableLog(settings.data_dir)
+    if not settings.data_dir.is_dir():
+        print(f"FAIL data directory {settings.data_dir} does not exist")
+        return 1
+    if log.held_by_other_process():
+        print(f"info {settings.data_dir} is in use by a running jobq")
+    try:
+        records, generation, journals = log.read_all()
+        statuses = Counter(v.get("status") for k, v in records.items() if k.startswith("job:"))
+        summary = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) or "no jobs"
+        print(f"ok   {log.snapshot_path}: generation {generation}, {len(journals)} journal files; {summary}")
+    except CorruptStore as exc:
+        print(f"FAIL {exc}")
+        problems += 1
+    return 1 if problems else 0

@@ -1,0 +1,104 @@
+"""Settings: one frozen object read from the environment once, in the entry point.
+
+No other module reads `os.environ`. Every setting is documented in README.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ConfigError(Exception):
+    """A setting has a value jobq cannot use; the message names it."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not value >= minimum or value == float("inf"):
+        raise ConfigError(f"{name} must be a finite number of at least {minimum}, got {raw}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path(".")
+    store_url: str = "json"
+    tenants_file: Path = Path("tenants.json")
+    worker_concurrency: int = 5
+    lease_seconds: float = 30.0
+    retry_base_seconds: float = 30.0
+    retry_max_seconds: float = 3600.0
+    max_attempts: int = 4
+    default_timeout_seconds: float = 300.0
+    retention_days: float = 7.0
+    max_payload_bytes: int = 64 * 1024
+    max_body_bytes: int = 1024 * 1024
+    aging_seconds: float = 300.0
+    max_snoozes: int = 50
+    shutdown_grace_seconds: float = 25.0
+    auth_failures_per_minute: int = 20
+    allow_private_urls: bool = False
+    journal_compact_bytes: int = 64 * 1024 * 1024
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Read every `JOBQ_*` setting; raises `ConfigError` naming a bad one."""
+        data_dir = Path(env.get("JOBQ_DATA_DIR") or ".")
+        tenants = env.get("JOBQ_TENANTS_FILE")
+        return cls(
+            host=env.get("JOBQ_HOST") or "127.0.0.1",
+            port=_int(env, "JOBQ_PORT", 8080),
+            data_dir=data_dir,
+            store_url=env.get("JOBQ_STORE") or "json",
+            tenants_file=Path(tenants) if tenants else data_dir / "tenants.json",
+            worker_concurrency=_int(env, "JOBQ_WORKER_CONCURRENCY", 5),
+            lease_seconds=_float(env, "JOBQ_LEASE_SECONDS", 30.0, minimum=0.01),
+            retry_base_seconds=_float(env, "JOBQ_RETRY_BASE_SECONDS", 30.0),
+            retry_max_seconds=_float(env, "JOBQ_RETRY_MAX_SECONDS", 3600.0),
+            max_attempts=_int(env, "JOBQ_MAX_ATTEMPTS", 4, minimum=1),
+            default_timeout_seconds=_float(env, "JOBQ_TIMEOUT_SECONDS", 300.0, minimum=0.001),
+            retention_days=_float(env, "JOBQ_RETENTION_DAYS", 7.0),
+            max_payload_bytes=_int(env, "JOBQ_MAX_PAYLOAD_BYTES", 64 * 1024, minimum=2),
+            aging_seconds=_float(env, "JOBQ_AGING_SECONDS", 300.0, minimum=0.001),
+            max_snoozes=_int(env, "JOBQ_MAX_SNOOZES", 50),
+            shutdown_grace_seconds=_float(env, "JOBQ_SHUTDOWN_GRACE_SECONDS", 25.0),
+            auth_failures_per_minute=_int(env, "JOBQ_AUTH_FAILURES_PER_MINUTE", 20),
+            allow_private_urls=_bool(env, "JOBQ_ALLOW_PRIVATE_URLS", False),
+            journal_compact_bytes=_int(
+                env, "JOBQ_JOURNAL_COMPACT_BYTES", 64 * 1024 * 1024, minimum=1024
+            ),
+        )

@@ -1,0 +1,116 @@
+"""The one error hierarchy. Views and stores raise these; one middleware renders
+them as RFC 9457 `application/problem+json` (see `problems.py`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PROBLEM_BASE = "https://jobq.dev/problems/"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    field: str
+    message: str
+
+
+class JobqError(Exception):
+    """Root of every error jobq turns into an HTTP answer."""
+
+    status = 500
+    type = "internal"
+    title = "Internal error"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        errors: list[FieldError] | None = None,
+        retry_after: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.errors = errors or []
+        self.retry_after = retry_after
+        self.headers = headers or {}
+
+
+class BadRequest(JobqError):
+    status, type, title = 400, "bad-request", "Bad request"
+
+
+class Unauthorized(JobqError):
+    status, type, title = 401, "unauthorized", "Missing or unknown API key"
+
+
+class Forbidden(JobqError):
+    status, type, title = 403, "forbidden", "Not allowed with this key"
+
+
+class NotFound(JobqError):
+    status, type, title = 404, "not-found", "Not found"
+
+
+class MethodNotAllowed(JobqError):
+    status, type, title = 405, "method-not-allowed", "Method not allowed"
+
+
+class Conflict(JobqError):
+    status, type, title = 409, "conflict", "State conflict"
+
+
+class IdempotencyInFlight(Conflict):
+    type, title = "idempotency-key-in-flight", "A request with this Idempotency-Key is still in progress"
+
+
+class PayloadTooLarge(JobqError):
+    status, type, title = 413, "payload-too-large", "Request or payload too large"
+
+
+class UnsupportedMediaType(JobqError):
+    status, type, title = 415, "unsupported-media-type", "Body must be application/json"
+
+
+class ValidationFailed(JobqError):
+    status, type, title = 422, "validation", "The request is not valid"
+
+
+class IdempotencyMismatch(ValidationFailed):
+    type, title = "idempotency-key-mismatch", "Idempotency-Key reused with a different request"
+
+
+class RateLimited(JobqError):
+    status, type, title = 429, "rate-limited", "Too many requests"
+
+
+class QueueFull(RateLimited):
+    type, title = "queue-full", "Too many unfinished jobs for this tenant"
+
+
+class AuthThrottled(RateLimited):
+    type, title = "auth-throttled", "Too many failed authentications from this address"
+
+
+class StoreUnavailable(JobqError):
+    """The store cannot make a change durable (disk full, read-only, I/O error).
+    Nothing of the failed change is kept."""
+
+    status, type, title = 503, "store-unavailable", "Storage is not writable"
+
+
+class ShuttingDown(JobqError):
+    status, type, title = 503, "shutting-down", "The service is shutting down"
+
+
+class StaleAttempt(Exception):
+    """A completion, heartbeat or progress report from an attempt whose lease was
+    taken over (or whose job is no longer running). Logged and dropped."""
+
+
+class CorruptStore(Exception):
+    """A data file cannot be read; jobq refuses to start rather than overwrite it."""
+
+
+class StoreLocked(Exception):
+    """Another process holds the data directory."""

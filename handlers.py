@@ -1,0 +1,105 @@
+"""Handlers: the code that runs a job type (SPEC §6).
+
+    from handlers import REGISTRY, Context, PermanentError, Snooze
+
+    @REGISTRY.handler("resize")
+    async def resize(job: Job, ctx: Context) -> dict:
+        await ctx.progress(0.5, "halfway")
+        return {"ok": True}
+
+A handler returns JSON (its `result`), raises `PermanentError` to go to `fatal`
+at once, `Snooze(seconds)` to run again later without using an attempt, or any
+other exception to fail the attempt (retried with backoff). A handler declared
+`blocking=True` is a plain function run in a thread so it cannot stall the
+event loop; it should look at `ctx.cancelled` now and then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from errors import FieldError
+from models import JSON, Job
+
+ProgressFn = Callable[[float, str | None], Awaitable[None]]
+Validator = Callable[[dict[str, JSON]], list[FieldError]]
+
+
+class PermanentError(Exception):
+    """The job cannot succeed by retrying: it goes to `fatal` (the DLQ) at once."""
+
+
+class Snooze(Exception):  # noqa: N818 - the name handlers raise, as in Sidekiq/Cloud Tasks
+    """Run the job again after `seconds`, without using up an attempt."""
+
+    def __init__(self, seconds: float, reason: str = "") -> None:
+        super().__init__(reason or f"snooze {seconds} s")
+        self.seconds = float(seconds)
+
+
+@dataclass
+class Context:
+    """What a handler gets besides its job: the attempt number (with `job.jobId`,
+    the key to make side effects idempotent), a logger, progress reports and a
+    cancellation signal (set on cancel, timeout and shutdown)."""
+
+    job_id: str
+    attempt: int
+    logger: logging.LoggerAdapter[logging.Logger]
+    _report: ProgressFn
+    loop: asyncio.AbstractEventLoop
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    async def progress(self, fraction: float, message: str | None = None) -> None:
+        """Record progress 0..1 on the job (and push it to dashboards)."""
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError("progress is a fraction between 0 and 1")
+        await self._report(fraction, message)
+
+    def progress_from_thread(self, fraction: float, message: str | None = None) -> None:
+        """`progress` for a blocking handler running in a thread."""
+        asyncio.run_coroutine_threadsafe(self.progress(fraction, message), self.loop).result()
+
+
+AsyncHandler = Callable[[Job, Context], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class HandlerSpec:
+    name: str
+    fn: Callable[..., Any]
+    blocking: bool = False
+    validate: Validator | None = None
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._handlers: dict[str, HandlerSpec] = {}
+
+    def handler(
+        self, name: str, *, blocking: bool = False, validate: Validator | None = None
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator registering `fn` for job type `name`. `validate(payload)`
+        returns field errors, turning a bad payload into a 422 at submit."""
+
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            if name in self._handlers:
+                raise ValueError(f"a handler for {name!r} is already registered")
+            self._handlers[name] = HandlerSpec(name, fn, blocking, validate)
+            return fn
+
+        return register
+
+    def get(self, name: str) -> HandlerSpec | None:
+        return self._handlers.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._handlers)
+
+
+REGISTRY = Registry()

@@ -1,0 +1,211 @@
+"""The JSON store's in-memory state: every job, and the indexes that make
+claims, counts, dependency promotion and idempotency cheap.
+
+Jobs are replaced, never mutated in place: `put(new_version)`. Heap entries
+hold the job object they were made for, so an entry whose job has since been
+replaced is recognised as stale by identity and skipped (lazy deletion).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from models import CLAIMABLE, Job, Status
+from rules import claim_key
+
+
+@dataclass(slots=True)
+class IdemRecord:
+    """An Idempotency-Key and the answer it was first given (SPEC §4)."""
+
+    tenant_id: str
+    key: str
+    fingerprint: str
+    route: str
+    status_code: int
+    bodies: list[dict[str, Any]]
+    job_ids: list[str]
+    created_at: str
+    committed: bool = field(default=False)
+
+    @property
+    def storage_key(self) -> str:
+        return idem_storage_key(self.tenant_id, self.key)
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "tenantId": self.tenant_id,
+            "key": self.key,
+            "fingerprint": self.fingerprint,
+            "route": self.route,
+            "statusCode": self.status_code,
+            "bodies": self.bodies,
+            "jobIds": self.job_ids,
+            "createdAt": self.created_at,
+        }
+
+    @classmethod
+    def from_record(cls, r: dict[str, Any]) -> IdemRecord:
+        return cls(
+            tenant_id=r["tenantId"],
+            key=r["key"],
+            fingerprint=r["fingerprint"],
+            route=r["route"],
+            status_code=r["statusCode"],
+            bodies=r["bodies"],
+            job_ids=r["jobIds"],
+            created_at=r["createdAt"],
+            committed=True,
+        )
+
+
+def idem_storage_key(tenant_id: str, key: str) -> str:
+    return f"idem:{tenant_id}:{key}"
+
+
+HeapEntry = tuple[float, int, Job]
+TimerEntry = tuple[datetime, int, Job]
+
+
+class JobIndex:
+    def __init__(self, aging_seconds: float) -> None:
+        self.aging_seconds = aging_seconds
+        self.jobs: dict[str, Job] = {}
+        self.by_tenant: dict[str, dict[str, None]] = {}
+        self.counts: dict[str, Counter[Status]] = {}
+        self.running: dict[str, dict[str, Job]] = {}
+        self.ready: dict[str, list[HeapEntry]] = {}
+        self.timers: list[TimerEntry] = []
+        self.expiries: list[TimerEntry] = []
+        self.dependents: dict[str, set[str]] = {}
+        self.idem: dict[tuple[str, str], IdemRecord] = {}
+        self.idem_of_job: dict[str, tuple[str, str]] = {}
+        self._seq = itertools.count()
+
+    # ---- writes ---------------------------------------------------------
+
+    def put(self, job: Job) -> Job | None:
+        """Insert or replace `job`; returns the version it replaced."""
+        old = self.jobs.get(job.job_id)
+        if old is not None:
+            self._unindex(old)
+        else:
+            self.by_tenant.setdefault(job.tenant_id, {})[job.job_id] = None
+        self.jobs[job.job_id] = job
+        self.counts.setdefault(job.tenant_id, Counter())[job.status] += 1
+        if job.status is Status.RUNNING:
+            self.running.setdefault(job.tenant_id, {})[job.job_id] = job
+        elif job.status in CLAIMABLE:
+            heapq.heappush(self.timers, (job.next_run_at, next(self._seq), job))
+        elif job.status is Status.WAITING:
+            for dep in job.depends_on:
+                self.dependents.setdefault(dep, set()).add(job.job_id)
+        if job.expires_at is not None and job.attempts == 0 and not job.terminal:
+            heapq.heappush(self.expiries, (job.expires_at, next(self._seq), job))
+        return old
+
+    def remove(self, job_id: str) -> Job | None:
+        old = self.jobs.pop(job_id, None)
+        if old is None:
+            return None
+        self._unindex(old)
+        tenant_jobs = self.by_tenant.get(old.tenant_id, {})
+        tenant_jobs.pop(job_id, None)
+        self.dependents.pop(job_id, None)
+        return old
+
+    def _unindex(self, old: Job) -> None:
+        counts = self.counts[old.tenant_id]
+        counts[old.status] -= 1
+        if old.status is Status.RUNNING:
+            self.running[old.tenant_id].pop(old.job_id, None)
+        elif old.status is Status.WAITING:
+            for dep in old.depends_on:
+                waiting = self.dependents.get(dep)
+                if waiting is not None:
+                    waiting.discard(old.job_id)
+                    if not waiting:
+                        del self.dependents[dep]
+
+    def put_idem(self, record: IdemRecord) -> IdemRecord | None:
+        key = (record.tenant_id, record.key)
+        old = self.idem.get(key)
+        self.idem[key] = record
+        for job_id in record.job_ids:
+            self.idem_of_job[job_id] = key
+        return old
+
+    def remove_idem(self, tenant_id: str, key: str) -> IdemRecord | None:
+        old = self.idem.pop((tenant_id, key), None)
+        if old is not None:
+            for job_id in old.job_ids:
+                if self.idem_of_job.get(job_id) == (tenant_id, key):
+                    del self.idem_of_job[job_id]
+        return old
+
+    # ---- reads ----------------------------------------------------------
+
+    def is_current(self, job: Job) -> bool:
+        return self.jobs.get(job.job_id) is job
+
+    def promote_due(self, now: datetime) -> None:
+        """Move claimable jobs whose `nextRunAt` has come into their tenant's ready heap."""
+        timers = self.timers
+        while timers and timers[0][0] <= now:
+            _, seq, job = heapq.heappop(timers)
+            if self.is_current(job) and job.status in CLAIMABLE:
+                key = claim_key(job.priority, job.next_run_at, self.aging_seconds)
+                heapq.heappush(self.ready.setdefault(job.tenant_id, []), (key, seq, job))
+
+    def pop_ready(self, tenant_id: str) -> Job | None:
+        heap = self.ready.get(tenant_id)
+        while heap:
+            _, _, job = heapq.heappop(heap)
+            if self.is_current(job) and job.status in CLAIMABLE:
+                return job
+        return None
+
+    def tenants_with_ready(self) -> list[str]:
+        return [t for t, heap in self.ready.items() if heap]
+
+    def ready_keys(self, tenant_id: str) -> list[float]:
+        """Sorted claim keys of the tenant's due, claimable jobs."""
+        return sorted(k for k, _, job in self.ready.get(tenant_id, []) if self.is_current(job) and job.status in CLAIMABLE)
+
+    def next_timer(self) -> datetime | None:
+        while self.timers and not self.is_current(self.timers[0][2]):
+            heapq.heappop(self.timers)
+        return self.timers[0][0] if self.timers else None
+
+    def pop_expired(self, now: datetime) -> Iterator[Job]:
+        while self.expiries and self.expiries[0][0] <= now:
+            _, _, job = heapq.heappop(self.expiries)
+            if self.is_current(job) and job.attempts == 0 and not job.terminal:
+                yield job
+
+    def running_jobs(self) -> list[Job]:
+        return [job for jobs in self.running.values() for job in jobs.values()]
+
+    def running_count(self, tenant_id: str) -> int:
+        return len(self.running.get(tenant_id, ()))
+
+    def active_count(self, tenant_id: str) -> int:
+        counts = self.counts.get(tenant_id)
+        if counts is None:
+            return 0
+        return sum(n for status, n in counts.items() if status not in (Status.SUCCEEDED, Status.FATAL, Status.CANCELLED))
+
+    def newest_first(self, tenant_id: str | None) -> Iterator[Job]:
+        if tenant_id is None:
+            ids: Iterator[str] = reversed(self.jobs)
+        else:
+            ids = reversed(self.by_tenant.get(tenant_id, {}))
+        jobs = self.jobs
+        for job_id in ids:
+            yield jobs[job_id]

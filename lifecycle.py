@@ -1,0 +1,173 @@
+"""State changes of one job, applied through a `Transaction` (SPEC §3).
+
+Each function checks the move against `models.TRANSITIONS`, builds the job's
+next version (jobs are replaced, never mutated) and puts it. Dependency
+promotion and cascading cancels happen here, inside the same transaction as
+the change that caused them, so they are atomic with it.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from models import (
+    Attempt,
+    AttemptStatus,
+    Failed,
+    Interrupted,
+    Job,
+    OperatorAction,
+    Outcome,
+    Snoozed,
+    Status,
+    Succeeded,
+    check_transition,
+)
+from rules import backoff_seconds
+from transaction import Transaction
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    base_seconds: float = 30.0
+    max_seconds: float = 3600.0
+    max_snoozes: int = 50
+    max_snooze_seconds: float = 7 * 86400.0
+    rng: random.Random = random.Random()
+
+    def delay(self, failures: int) -> float:
+        return backoff_seconds(failures, self.base_seconds, self.max_seconds, self.rng)
+
+
+def move(job: Job, status: Status, now: datetime, **changes: object) -> Job:
+    """The next version of `job` in `status`; raises `IllegalTransition`."""
+    check_transition(job.status, status)
+    return replace(job, status=status, updated_at=now, **changes)  # type: ignore[arg-type]
+
+
+def _end_attempt(job: Job, status: AttemptStatus, error: str | None, now: datetime) -> list[Attempt]:
+    history = list(job.attempt_history)
+    if history and history[-1].attempt == job.attempts and history[-1].status is AttemptStatus.RUNNING:
+        history[-1] = replace(history[-1], status=status, error=error, finished_at=now)
+    return history
+
+
+def start_attempt(tx: Transaction, job: Job, worker_id: str, now: datetime, lease_seconds: float) -> Job:
+    number = job.attempts + 1
+    attempt = Attempt(
+        attempt_id=str(uuid.uuid4()),
+        job_id=job.job_id,
+        attempt=number,
+        status=AttemptStatus.RUNNING,
+        worker_id=worker_id,
+        started_at=now,
+    )
+    return tx.put(
+        move(
+            job,
+            Status.RUNNING,
+            now,
+            attempts=number,
+            started_at=now,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            attempt_history=[*job.attempt_history, attempt],
+        )
+    )
+
+
+def settle(tx: Transaction, job: Job, outcome: Outcome, now: datetime, policy: RetryPolicy) -> Job:
+    """Apply what the running attempt of `job` ended with."""
+    if isinstance(outcome, Succeeded):
+        done = move(
+            job, Status.SUCCEEDED, now, result=outcome.result, finished_at=now, lease_expires_at=None,
+            attempt_history=_end_attempt(job, AttemptStatus.SUCCEEDED, None, now),
+        )
+        tx.put(done)
+        dependency_ended(tx, done, now)
+        return done
+    if isinstance(outcome, Interrupted):
+        return tx.put(
+            move(
+                job, Status.QUEUED, now, next_run_at=now, lease_expires_at=None,
+                uncounted_attempts=job.uncounted_attempts + 1,
+                attempt_history=_end_attempt(job, AttemptStatus.INTERRUPTED, "interrupted by shutdown", now),
+            )
+        )
+    if isinstance(outcome, Snoozed):
+        if job.snoozes >= policy.max_snoozes:
+            return settle(tx, job, Failed(f"snoozed more than {policy.max_snoozes} times"), now, policy)
+        seconds = min(max(outcome.seconds, 0.0), policy.max_snooze_seconds)
+        return tx.put(
+            move(
+                job, Status.RETRY, now, next_run_at=now + timedelta(seconds=seconds), lease_expires_at=None,
+                uncounted_attempts=job.uncounted_attempts + 1, snoozes=job.snoozes + 1,
+                attempt_history=_end_attempt(job, AttemptStatus.INTERRUPTED, f"snoozed for {seconds:g} s", now),
+            )
+        )
+    assert isinstance(outcome, Failed)
+    history = _end_attempt(job, AttemptStatus.FAILED, outcome.error, now)
+    if outcome.permanent or job.counted_attempts >= job.max_attempts:
+        dead = move(
+            job, Status.FATAL, now, last_error=outcome.error, finished_at=now, lease_expires_at=None,
+            attempt_history=history,
+        )
+        tx.put(dead)
+        dependency_ended(tx, dead, now)
+        return dead
+    delay = policy.delay(job.counted_attempts)
+    return tx.put(
+        move(
+            job, Status.RETRY, now, last_error=outcome.error, lease_expires_at=None,
+            next_run_at=now + timedelta(milliseconds=round(delay * 1000)), attempt_history=history,
+        )
+    )
+
+
+def cancel(tx: Transaction, job: Job, reason: str, now: datetime, actor: str | None = None) -> Job:
+    """Cancel a non-terminal job (a running attempt is recorded as failed) and
+    everything waiting on it."""
+    changes: dict[str, object] = {"finished_at": now, "lease_expires_at": None, "last_error": reason}
+    if job.status is Status.RUNNING:
+        changes["attempt_history"] = _end_attempt(job, AttemptStatus.FAILED, reason, now)
+    if actor is not None:
+        changes["operator_actions"] = [*job.operator_actions, OperatorAction("cancel", actor, now)]
+    done = tx.put(move(job, Status.CANCELLED, now, **changes))
+    dependency_ended(tx, done, now)
+    return done
+
+
+def retry_from_dlq(tx: Transaction, job: Job, actor: str, now: datetime) -> Job:
+    """A `fatal` job back to `queued`, with `maxAttempts` further attempts."""
+    return tx.put(
+        move(
+            job, Status.QUEUED, now, next_run_at=now, finished_at=None, result=None,
+            uncounted_attempts=job.attempts, snoozes=0,
+            operator_actions=[*job.operator_actions, OperatorAction("retry", actor, now)],
+        )
+    )
+
+
+def dependency_ended(tx: Transaction, ended: Job, now: datetime) -> None:
+    """`ended` reached a terminal state: promote or cancel the jobs waiting on it."""
+    for waiting_id in sorted(tx.index.dependents.get(ended.job_id, ())):
+        waiting = tx.latest(waiting_id)
+        if waiting is None or waiting.status is not Status.WAITING:
+            continue
+        if ended.status is not Status.SUCCEEDED:
+            cancel(tx, waiting, f"dependency {ended.job_id} ended {ended.status.value}", now)
+        elif first_unfinished_dependency(waiting, tx.latest) is None:
+            tx.put(move(waiting, Status.QUEUED, now, next_run_at=max(waiting.next_run_at, now)))
+
+
+def first_unfinished_dependency(job: Job, lookup: Callable[[str], Job | None]) -> str | None:
+    """The first dependency not yet `succeeded`; a purged one counts as succeeded
+    (only terminal jobs are purged, and a failed one would have cancelled us)."""
+    for dep_id in job.depends_on:
+        dep = lookup(dep_id)
+        if dep is not None and dep.status is not Status.SUCCEEDED:
+            return dep_id
+    return None

@@ -1,0 +1,321 @@
+"""Plain typed data: jobs, attempts, statuses and the one transition table.
+
+Python names are snake_case; camelCase and RFC 3339 timestamps exist only in
+`to_record`/`from_record` (storage) and `to_api` (HTTP) at the edge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+JSON = Any
+
+
+class Status(str, Enum):
+    WAITING = "waiting"
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRY = "retry"
+    SUCCEEDED = "succeeded"
+    FATAL = "fatal"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset({Status.SUCCEEDED, Status.FATAL, Status.CANCELLED})
+CLAIMABLE = frozenset({Status.QUEUED, Status.RETRY})
+
+# SPEC §3, the whole state machine. `None` is "not yet submitted".
+TRANSITIONS: frozenset[tuple[Status | None, Status]] = frozenset(
+    {
+        (None, Status.WAITING),
+        (None, Status.QUEUED),
+        (Status.WAITING, Status.QUEUED),
+        (Status.WAITING, Status.CANCELLED),
+        (Status.QUEUED, Status.RUNNING),
+        (Status.RETRY, Status.RUNNING),
+        (Status.RUNNING, Status.SUCCEEDED),
+        (Status.RUNNING, Status.RETRY),
+        (Status.RUNNING, Status.FATAL),
+        (Status.RUNNING, Status.CANCELLED),
+        # A graceful shutdown releases a running job without using an attempt.
+        (Status.RUNNING, Status.QUEUED),
+        (Status.QUEUED, Status.CANCELLED),
+        (Status.RETRY, Status.CANCELLED),
+        (Status.FATAL, Status.QUEUED),
+    }
+)
+
+
+class IllegalTransition(Exception):
+    pass
+
+
+def check_transition(old: Status | None, new: Status) -> None:
+    """Raise `IllegalTransition` unless SPEC §3 allows `old` -> `new`."""
+    if (old, new) not in TRANSITIONS:
+        raise IllegalTransition(f"{old.value if old else 'new'} -> {new.value}")
+
+
+class AttemptStatus(str, Enum):
+    RUNNING = "running"
+    FAILED = "failed"
+    SUCCEEDED = "succeeded"
+    INTERRUPTED = "interrupted"
+
+
+def format_ts(value: datetime | None) -> str | None:
+    """RFC 3339 UTC with milliseconds: 2026-11-24T09:30:00.123Z."""
+    if value is None:
+        return None
+    value = value.astimezone(UTC)
+    return f"{value:%Y-%m-%dT%H:%M:%S}.{value.microsecond // 1000:03d}Z"
+
+
+def parse_ts(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def to_ms(value: datetime) -> datetime:
+    """Truncate to whole milliseconds, the precision jobq stores and shows."""
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+@dataclass(slots=True)
+class Attempt:
+    attempt_id: str
+    job_id: str
+    attempt: int
+    status: AttemptStatus
+    worker_id: str
+    started_at: datetime
+    error: str | None = None
+    finished_at: datetime | None = None
+
+    def to_record(self) -> dict[str, JSON]:
+        return {
+            "attemptId": self.attempt_id,
+            "jobId": self.job_id,
+            "attempt": self.attempt,
+            "status": self.status.value,
+            "error": self.error,
+            "workerId": self.worker_id,
+            "startedAt": format_ts(self.started_at),
+            "finishedAt": format_ts(self.finished_at),
+        }
+
+    @classmethod
+    def from_record(cls, r: dict[str, JSON]) -> Attempt:
+        started = parse_ts(r["startedAt"])
+        assert started is not None
+        return cls(
+            attempt_id=r["attemptId"],
+            job_id=r["jobId"],
+            attempt=r["attempt"],
+            status=AttemptStatus(r["status"]),
+            worker_id=r["workerId"],
+            started_at=started,
+            error=r.get("error"),
+            finished_at=parse_ts(r.get("finishedAt")),
+        )
+
+
+@dataclass(slots=True)
+class OperatorAction:
+    """Who did what to a job by hand (cancel, retry, bulk), and when."""
+
+    action: str
+    actor: str
+    at: datetime
+
+    def to_record(self) -> dict[str, JSON]:
+        return {"action": self.action, "actor": self.actor, "at": format_ts(self.at)}
+
+    @classmethod
+    def from_record(cls, r: dict[str, JSON]) -> OperatorAction:
+        at = parse_ts(r["at"])
+        assert at is not None
+        return cls(action=r["action"], actor=r["actor"], at=at)
+
+
+@dataclass(slots=True)
+class Job:
+    job_id: str
+    tenant_id: str
+    type: str
+    payload: dict[str, JSON]
+    payload_hash: str
+    status: Status
+    priority: int
+    max_attempts: int
+    timeout_seconds: float
+    next_run_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    attempts: int = 0
+    lease_expires_at: datetime | None = None
+    idempotency_key: str | None = None
+    webhook_url: str | None = None
+    depends_on: list[str] = field(default_factory=list)
+    result: JSON = None
+    last_error: str | None = None
+    progress: float | None = None
+    progress_message: str | None = None
+    expires_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempt_history: list[Attempt] = field(default_factory=list)
+    operator_actions: list[OperatorAction] = field(default_factory=list)
+    # Attempts that do not count against max_attempts: interrupted by a graceful
+    # shutdown, snoozed, or made before a retry from the DLQ.
+    uncounted_attempts: int = 0
+    snoozes: int = 0
+
+    @property
+    def counted_attempts(self) -> int:
+        return self.attempts - self.uncounted_attempts
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def to_record(self) -> dict[str, JSON]:
+        """The stored form: the API fields plus the internal counters."""
+        record = self._common()
+        record["uncountedAttempts"] = self.uncounted_attempts
+        record["snoozes"] = self.snoozes
+        return record
+
+    def to_api(self, waiting_reason: str | None, with_history: bool = False) -> dict[str, JSON]:
+        """The job as the HTTP API shows it (SPEC §2)."""
+        body = self._common()
+        body["waitingReason"] = waiting_reason
+        if not with_history:
+            del body["attemptHistory"]
+        return body
+
+    def _common(self) -> dict[str, JSON]:
+        return {
+            "jobId": self.job_id,
+            "tenantId": self.tenant_id,
+            "type": self.type,
+            "payload": self.payload,
+            "payloadHash": self.payload_hash,
+            "status": self.status.value,
+            "priority": self.priority,
+            "attempts": self.attempts,
+            "maxAttempts": self.max_attempts,
+            "timeoutSeconds": self.timeout_seconds,
+            "nextRunAt": format_ts(self.next_run_at),
+            "leaseExpiresAt": format_ts(self.lease_expires_at),
+            "idempotencyKey": self.idempotency_key,
+            "webhookUrl": self.webhook_url,
+            "dependsOn": list(self.depends_on),
+            "result": self.result,
+            "lastError": self.last_error,
+            "progress": self.progress,
+            "progressMessage": self.progress_message,
+            "expiresAt": format_ts(self.expires_at),
+            "createdAt": format_ts(self.created_at),
+            "updatedAt": format_ts(self.updated_at),
+            "startedAt": format_ts(self.started_at),
+            "finishedAt": format_ts(self.finished_at),
+            "attemptHistory": [a.to_record() for a in self.attempt_history],
+            "operatorActions": [a.to_record() for a in self.operator_actions],
+        }
+
+    @classmethod
+    def from_record(cls, r: dict[str, JSON]) -> Job:
+        def ts(name: str) -> datetime:
+            value = parse_ts(r[name])
+            assert value is not None, name
+            return value
+
+        return cls(
+            job_id=r["jobId"],
+            tenant_id=r["tenantId"],
+            type=r["type"],
+            payload=r["payload"],
+            payload_hash=r["payloadHash"],
+            status=Status(r["status"]),
+            priority=r["priority"],
+            max_attempts=r["maxAttempts"],
+            timeout_seconds=r["timeoutSeconds"],
+            next_run_at=ts("nextRunAt"),
+            created_at=ts("createdAt"),
+            updated_at=ts("updatedAt"),
+            attempts=r["attempts"],
+            lease_expires_at=parse_ts(r.get("leaseExpiresAt")),
+            idempotency_key=r.get("idempotencyKey"),
+            webhook_url=r.get("webhookUrl"),
+            depends_on=list(r.get("dependsOn") or []),
+            result=r.get("result"),
+            last_error=r.get("lastError"),
+            progress=r.get("progress"),
+            progress_message=r.get("progressMessage"),
+            expires_at=parse_ts(r.get("expiresAt")),
+            started_at=parse_ts(r.get("startedAt")),
+            finished_at=parse_ts(r.get("finishedAt")),
+            attempt_history=[Attempt.from_record(a) for a in r.get("attemptHistory") or []],
+            operator_actions=[
+                OperatorAction.from_record(a) for a in r.get("operatorActions") or []
+            ],
+            uncounted_attempts=r.get("uncountedAttempts", 0),
+            snoozes=r.get("snoozes", 0),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A validated submit request for one job (SPEC §4); `ref` names it inside a batch."""
+
+    type: str
+    payload: dict[str, JSON]
+    priority: int = 1
+    max_attempts: int = 4
+    timeout_seconds: float = 300.0
+    run_at: datetime | None = None
+    delay_seconds: float | None = None
+    expires_at: datetime | None = None
+    webhook_url: str | None = None
+    depends_on: tuple[str, ...] = ()
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    tenant_id: str | None  # None: every tenant (admin)
+    statuses: frozenset[Status] | None = None
+    type: str | None = None
+    q: str | None = None
+    limit: int = 50
+    cursor: str | None = None
+
+
+# What an attempt ended with, as the worker reports it to the store.
+@dataclass(frozen=True, slots=True)
+class Succeeded:
+    result: JSON
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    error: str
+    permanent: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Snoozed:
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Interrupted:
+    """Released by a graceful shutdown: back to queued, not counted."""
+
+
+Outcome = Succeeded | Failed | Snoozed | Interrupted

@@ -1,0 +1,41 @@
+"""The objects views share, under one typed `web.AppKey` (CONVENTIONS rule 14)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from clock import Clock
+from config import Settings
+from handlers import Registry
+from ratelimit import SubmitLimiter
+from store import Store
+from tenants import TenantRegistry
+from validation import SubmitDefaults
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    clock: Clock
+    registry: Registry
+    tenants: TenantRegistry
+    limiter: SubmitLimiter = field(default_factory=SubmitLimiter)
+    shutting_down: bool = False
+
+    @property
+    def submit_defaults(self) -> SubmitDefaults:
+        return SubmitDefaults(
+            max_attempts=self.settings.max_attempts,
+            timeout_seconds=self.settings.default_timeout_seconds,
+            max_payload_bytes=self.settings.max_payload_bytes,
+        )
+
+
+SERVICES = web.AppKey("jobq.services", Services)
+
+
+def services_of(request: web.Request) -> Services:
+    return request.app[SERVICES]

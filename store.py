@@ -1,0 +1,396 @@
+"""The store seam (SPEC §10, CONVENTIONS rule 1) and its JSON backend.
+
+`Store` is a small protocol of domain operations, each atomic as a whole and
+durable when its awaitable returns. `JsonStore` keeps every job in memory
+(`jobindex.JobIndex`) and makes each change durable through
+`journal.DurableLog` (`jobs.json` snapshot plus fsynced journal, group commit).
+A change is applied to memory first and undone if its write fails, so a failed
+write leaves nothing behind: no phantom job, no remembered Idempotency-Key.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from errors import Conflict, CorruptStore, IdempotencyInFlight, IdempotencyMismatch, NotFound, QueueFull, StaleAttempt
+from fsio import FileSystem
+from jobindex import IdemRecord, JobIndex
+from journal import DurableLog
+from lifecycle import RetryPolicy, cancel, retry_from_dlq, settle, start_attempt
+from lifecycle import first_unfinished_dependency as _first_unfinished
+from listing import decode_cursor, encode_cursor, matches
+from models import CLAIMABLE, Failed, Job, ListQuery, NewJob, Outcome, Status, format_ts, to_ms
+from rules import claim_key, waiting_reason
+from submission import build_jobs
+from transaction import JobListener, Transaction
+
+logger = logging.getLogger(__name__)
+
+BULK_CHUNK = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class IdemRequest:
+    key: str
+    fingerprint: str
+    route: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    status_code: int
+    bodies: list[dict[str, Any]]
+    replayed: bool
+
+
+class Store(Protocol):
+    """Every mutating method is atomic and durable when it returns; it raises
+    `StoreUnavailable` (and nothing changed) when it cannot be made durable."""
+
+    async def submit(
+        self, tenant_id: str, jobs: list[NewJob], idem: IdemRequest | None, now: datetime, *, max_queued: int
+    ) -> SubmitResult: ...
+    def get(self, job_id: str, tenant_id: str | None) -> Job | None: ...
+    def list_jobs(self, query: ListQuery) -> tuple[list[Job], str | None]: ...
+    async def claim(self, now: datetime, limit: int, worker_id: str, lease_seconds: float) -> list[Job]: ...
+    def heartbeat(self, job_id: str, attempt: int, lease_until: datetime) -> None: ...
+    async def report_progress(
+        self, job_id: str, attempt: int, fraction: float, message: str | None, now: datetime
+    ) -> None: ...
+    async def finish(self, job_id: str, attempt: int, outcome: Outcome, now: datetime) -> Job: ...
+    async def cancel(self, job_id: str, tenant_id: str | None, actor: str, now: datetime) -> Job: ...
+    async def retry(self, job_id: str, tenant_id: str | None, actor: str, now: datetime) -> Job: ...
+    async def bulk(
+        self, query: ListQuery, job_ids: list[str] | None, action: str, actor: str, now: datetime
+    ) -> tuple[int, int]: ...
+    async def maintain(self, now: datetime) -> None: ...
+    async def purge(self, now: datetime, retention_seconds: float) -> int: ...
+    def next_wakeup(self) -> datetime | None: ...
+    def counts(self, tenant_id: str | None) -> dict[str, int]: ...
+    def waiting_reasons(self, jobs: Iterable[Job], now: datetime) -> list[str | None]: ...
+    def subscribe(self, listener: JobListener) -> None: ...
+    async def ready(self) -> bool: ...
+    async def close(self) -> None: ...
+
+
+class JsonStore:
+    """The JSON-file backend; one process per data directory (a lock file keeps
+    others out). Reads are answered from memory."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        retry: RetryPolicy,
+        max_running: Callable[[str], int],
+        aging_seconds: float = 300.0,
+        fs: FileSystem | None = None,
+        compact_bytes: int = 64 << 20,
+    ) -> None:
+        self.log = DurableLog(data_dir, fs=fs, compact_bytes=compact_bytes)
+        self.index = JobIndex(aging_seconds)
+        self.policy = retry
+        self.max_running = max_running
+        self._listeners: list[JobListener] = []
+        self._rr = 0
+
+    # ---- lifecycle of the store itself ---------------------------------
+
+    async def open(self, now: datetime) -> None:
+        """Lock and load the data directory, start the journal writer, and
+        recover jobs an earlier process left `running` (their attempt failed).
+        Raises `StoreLocked` or `CorruptStore`."""
+        records = self.log.load()
+        jobs: list[Job] = []
+        try:
+            for key, value in records.items():
+                if key.startswith("job:"):
+                    jobs.append(Job.from_record(value))
+                elif key.startswith("idem:"):
+                    self.index.put_idem(IdemRecord.from_record(value))
+        except (KeyError, TypeError, ValueError, AssertionError) as exc:
+            raise CorruptStore(f"{self.log.snapshot_path} holds a record jobq cannot read: {exc!r}") from exc
+        for job in sorted(jobs, key=lambda j: j.created_at):
+            self.index.put(job)
+        self.log.start()
+        await self._recover_running(to_ms(now))
+
+    async def _recover_running(self, now: datetime) -> None:
+        tx = Transaction(self.index)
+        for job in self.index.running_jobs():
+            logger.warning("action=recover jobId=%s tenantId=%s attempt=%d", job.job_id, job.tenant_id, job.attempts)
+            settled = settle(tx, job, Failed("interrupted: jobq stopped while this attempt ran"), now, self.policy)
+            if settled.status is Status.RETRY:
+                tx.put(replace(settled, next_run_at=now))
+        await self._commit(tx)
+
+    async def ready(self) -> bool:
+        return self.log.healthy and await self.log.probe_writable()
+
+    async def close(self) -> None:
+        await self.log.close()
+
+    def subscribe(self, listener: JobListener) -> None:
+        self._listeners.append(listener)
+
+    async def _commit(self, tx: Transaction) -> list[Job]:
+        return await tx.commit(self.log.commit, self._listeners)
+
+    # ---- submit and read -------------------------------------------------
+
+    async def submit(
+        self, tenant_id: str, jobs: list[NewJob], idem: IdemRequest | None, now: datetime, *, max_queued: int
+    ) -> SubmitResult:
+        now = to_ms(now)
+        if idem is not None:
+            record = self.index.idem.get((tenant_id, idem.key))
+            if record is not None:
+                if record.fingerprint != idem.fingerprint:
+                    raise IdempotencyMismatch(f"Idempotency-Key {idem.key!r} was used with a different request")
+                if not record.committed:
+                    raise IdempotencyInFlight(retry_after=1)
+                return SubmitResult(record.status_code, record.bodies, replayed=True)
+        if self.index.active_count(tenant_id) + len(jobs) > max_queued:
+            raise QueueFull(f"tenant has {max_queued} unfinished jobs, the most allowed", retry_after=5)
+        new_jobs = build_jobs(tenant_id, jobs, now, self.index.jobs.get, lambda: str(uuid.uuid4()), idem.key if idem else None)
+        tx = Transaction(self.index)
+        for job in new_jobs:
+            tx.put(job)
+        bodies = [job.to_api(reason) for job, reason in zip(new_jobs, self.waiting_reasons(new_jobs, now))]
+        record = None
+        if idem is not None:
+            record = IdemRecord(
+                tenant_id, idem.key, idem.fingerprint, idem.route, 201, bodies,
+                [j.job_id for j in new_jobs], format_ts(now) or "",
+            )
+            tx.put_idem(record)
+        await self._commit(tx)
+        if record is not None:
+            record.committed = True
+        for job in new_jobs:
+            logger.info("action=submit jobId=%s tenantId=%s type=%s", job.job_id, tenant_id, job.type)
+        return SubmitResult(201, bodies, replayed=False)
+
+    def get(self, job_id: str, tenant_id: str | None) -> Job | None:
+        """The job, or None when it does not exist or belongs to another tenant."""
+        job = self.index.jobs.get(job_id)
+        if job is None or (tenant_id is not None and job.tenant_id != tenant_id):
+            return None
+        return job
+
+    def _get_visible(self, job_id: str, tenant_id: str | None) -> Job:
+        job = self.get(job_id, tenant_id)
+        if job is None:
+            raise NotFound(f"job {job_id} not found")
+        return job
+
+    def list_jobs(self, query: ListQuery) -> tuple[list[Job], str | None]:
+        """Newest first; raises `BadRequest` on a cursor jobq did not make."""
+        found: list[Job] = []
+        after = decode_cursor(query.cursor) if query.cursor else None
+        passed = after is None
+        for job in self.index.newest_first(query.tenant_id):
+            if not passed:
+                assert after is not None
+                if job.job_id == after[1]:
+                    passed = True
+                    continue
+                if job.created_at >= after[0]:
+                    continue
+                passed = True
+            if matches(job, query):
+                found.append(job)
+                if len(found) > query.limit:
+                    break
+        if len(found) > query.limit:
+            del found[query.limit :]
+            return found, encode_cursor(found[-1])
+        return found, None
+
+    def counts(self, tenant_id: str | None) -> dict[str, int]:
+        totals = {status.value: 0 for status in Status}
+        for tenant, counts in self.index.counts.items():
+            if tenant_id is None or tenant == tenant_id:
+                for status, n in counts.items():
+                    totals[status.value] += n
+        return totals
+
+    def waiting_reasons(self, jobs: Iterable[Job], now: datetime) -> list[str | None]:
+        """`waitingReason` of each job (SPEC §2), computed, never stored."""
+        self.index.promote_due(now)
+        ready_keys: dict[str, list[float]] = {}
+        reasons: list[str | None] = []
+        for job in jobs:
+            ahead = 0
+            if job.status in CLAIMABLE and job.next_run_at <= now:
+                keys = ready_keys.get(job.tenant_id)
+                if keys is None:
+                    keys = ready_keys[job.tenant_id] = self.index.ready_keys(job.tenant_id)
+                ahead = bisect.bisect_left(keys, claim_key(job.priority, job.next_run_at, self.index.aging_seconds))
+            reasons.append(
+                waiting_reason(
+                    job, now,
+                    first_unfinished_dependency=_first_unfinished(job, self.index.jobs.get),
+                    tenant_running=self.index.running_count(job.tenant_id),
+                    tenant_max_running=self.max_running(job.tenant_id),
+                    jobs_ahead=ahead,
+                )
+            )
+        return reasons
+
+    def next_wakeup(self) -> datetime | None:
+        """When the next scheduled or retrying job becomes due (None: none)."""
+        return self.index.next_timer()
+
+    # ---- the worker's side ---------------------------------------------
+
+    async def claim(self, now: datetime, limit: int, worker_id: str, lease_seconds: float) -> list[Job]:
+        """Up to `limit` due jobs, now `running` under a lease: higher priority
+        (with aging) first, tenants served round-robin within their maxRunning."""
+        now = to_ms(now)
+        self.index.promote_due(now)
+        tenants = self.index.tenants_with_ready()
+        if not tenants or limit <= 0:
+            return []
+        self._rr = (self._rr + 1) % len(tenants)
+        tenants = tenants[self._rr :] + tenants[: self._rr]
+        tx = Transaction(self.index)
+        claimed: list[Job] = []
+        while len(claimed) < limit:
+            before = len(claimed)
+            for tenant in tenants:
+                if len(claimed) >= limit:
+                    break
+                if self.index.running_count(tenant) >= self.max_running(tenant):
+                    continue
+                job = self.index.pop_ready(tenant)
+                if job is not None:
+                    claimed.append(start_attempt(tx, job, worker_id, now, lease_seconds))
+            if len(claimed) == before:
+                break
+        await self._commit(tx)
+        return claimed
+
+    def _running_attempt(self, job_id: str, attempt: int) -> Job:
+        job = self.index.jobs.get(job_id)
+        if job is None or job.status is not Status.RUNNING or job.attempts != attempt:
+            raise StaleAttempt(f"job {job_id} attempt {attempt} no longer holds the lease")
+        return job
+
+    def heartbeat(self, job_id: str, attempt: int, lease_until: datetime) -> None:
+        """Renew the lease. In the JSON store leases live in memory only: after a
+        restart every running job is recovered at once, whatever its lease."""
+        self._running_attempt(job_id, attempt).lease_expires_at = to_ms(lease_until)
+
+    async def report_progress(
+        self, job_id: str, attempt: int, fraction: float, message: str | None, now: datetime
+    ) -> None:
+        job = self._running_attempt(job_id, attempt)
+        tx = Transaction(self.index)
+        tx.put(replace(job, progress=fraction, progress_message=message, updated_at=to_ms(now)))
+        await self._commit(tx)
+
+    async def finish(self, job_id: str, attempt: int, outcome: Outcome, now: datetime) -> Job:
+        """Settle a running attempt; raises `StaleAttempt` if it lost its lease."""
+        job = self._running_attempt(job_id, attempt)
+        tx = Transaction(self.index)
+        settled = settle(tx, job, outcome, to_ms(now), self.policy)
+        await self._commit(tx)
+        logger.info(
+            "action=finish jobId=%s tenantId=%s attempt=%d status=%s",
+            job_id, job.tenant_id, attempt, settled.status.value,
+        )
+        return settled
+
+    async def maintain(self, now: datetime) -> None:
+        """Cancel jobs that expired before starting; fail attempts whose lease ran out."""
+        now = to_ms(now)
+        tx = Transaction(self.index)
+        for job in list(self.index.pop_expired(now)):
+            latest = tx.latest(job.job_id)
+            if latest is not None and not latest.terminal and latest.attempts == 0:
+                cancel(tx, latest, "expired", now)
+        for job in self.index.running_jobs():
+            if job.lease_expires_at is not None and job.lease_expires_at < now:
+                logger.warning("action=lease_expired jobId=%s attempt=%d", job.job_id, job.attempts)
+                settle(tx, job, Failed("lease expired: the worker stopped heartbeating"), now, self.policy)
+        await self._commit(tx)
+
+    async def purge(self, now: datetime, retention_seconds: float) -> int:
+        """Remove terminal jobs that finished before `now - retention_seconds`,
+        with their attempts and Idempotency-Keys. Returns how many."""
+        cutoff = to_ms(now) - timedelta(seconds=retention_seconds)
+        tx = Transaction(self.index)
+        purged = 0
+        for job in list(self.index.jobs.values()):
+            if job.terminal and job.finished_at is not None and job.finished_at < cutoff:
+                self._purge(tx, job)
+                purged += 1
+        await self._commit(tx)
+        if purged:
+            logger.info("action=purge jobs=%d", purged)
+        return purged
+
+    def _purge(self, tx: Transaction, job: Job) -> None:
+        tx.remove(job.job_id)
+        idem_key = self.index.idem_of_job.get(job.job_id)
+        if idem_key is not None:
+            record = self.index.idem[idem_key]
+            if all(j not in self.index.jobs for j in record.job_ids):
+                tx.remove_idem(*idem_key)
+
+    # ---- operator actions ------------------------------------------------
+
+    async def cancel(self, job_id: str, tenant_id: str | None, actor: str, now: datetime) -> Job:
+        job = self._get_visible(job_id, tenant_id)
+        if job.terminal:
+            raise Conflict(f"job {job_id} is already {job.status.value}")
+        tx = Transaction(self.index)
+        done = cancel(tx, job, f"cancelled by {actor}", to_ms(now), actor=actor)
+        await self._commit(tx)
+        logger.info("action=cancel jobId=%s tenantId=%s actor=%s", job_id, job.tenant_id, actor)
+        return done
+
+    async def retry(self, job_id: str, tenant_id: str | None, actor: str, now: datetime) -> Job:
+        job = self._get_visible(job_id, tenant_id)
+        if job.status is not Status.FATAL:
+            raise Conflict(f"only fatal jobs can be retried; job {job_id} is {job.status.value}")
+        tx = Transaction(self.index)
+        queued = retry_from_dlq(tx, job, actor, to_ms(now))
+        await self._commit(tx)
+        logger.info("action=retry jobId=%s tenantId=%s actor=%s", job_id, job.tenant_id, actor)
+        return queued
+
+    async def bulk(
+        self, query: ListQuery, job_ids: list[str] | None, action: str, actor: str, now: datetime
+    ) -> tuple[int, int]:
+        """Cancel or retry every job matching `query` (or each of `job_ids` the
+        caller may see). Applied in chunks of `BULK_CHUNK` jobs, each atomic."""
+        now = to_ms(now)
+        if job_ids is not None:
+            targets = [j for j in (self.get(i, query.tenant_id) for i in dict.fromkeys(job_ids)) if j is not None]
+        else:
+            targets = [j for j in self.index.newest_first(query.tenant_id) if matches(j, query)]
+        changed = 0
+        for start in range(0, len(targets), BULK_CHUNK):
+            tx = Transaction(self.index)
+            for target in targets[start : start + BULK_CHUNK]:
+                job = tx.latest(target.job_id)
+                if job is None:
+                    continue
+                if action == "cancel" and not job.terminal:
+                    cancel(tx, job, f"cancelled by {actor}", now, actor=f"{actor} (bulk)")
+                    changed += 1
+                elif action == "retry" and job.status is Status.FATAL:
+                    retry_from_dlq(tx, job, f"{actor} (bulk)", now)
+                    changed += 1
+            await self._commit(tx)
+        logger.info("action=bulk_%s matched=%d changed=%d actor=%s", action, len(targets), changed, actor)
+        return len(targets), changed

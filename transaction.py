@@ -1,0 +1,95 @@
+"""One atomic change to the JSON store's memory, with its undo and its records.
+
+A store operation opens a `Transaction`, applies new job versions through it
+(`put`, `remove`, `put_idem`, `remove_idem`), then `commit`s: the records are
+queued for the journal and the call returns once they are durable. If the write
+fails, the journal calls `undo` (restoring every previous version, newest
+first) and the commit raises `StoreUnavailable`. Listeners hear about changed
+jobs only after they are durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from jobindex import IdemRecord, JobIndex, idem_storage_key
+from models import Job
+
+CommitFn = Callable[[dict[str, Any], Callable[[], None]], "asyncio.Future[None]"]
+JobListener = Callable[[Job], None]
+
+
+class Transaction:
+    def __init__(self, index: JobIndex) -> None:
+        self.index = index
+        self._undo: list[Callable[[], None]] = []
+        self._changes: dict[str, Any] = {}
+        self._jobs: dict[str, Job] = {}
+
+    def put(self, job: Job) -> Job:
+        old = self.index.put(job)
+        self._undo.append(lambda: self._restore(job.job_id, old))
+        self._changes["job:" + job.job_id] = job.to_record()
+        self._jobs[job.job_id] = job
+        return job
+
+    def remove(self, job_id: str) -> None:
+        old = self.index.remove(job_id)
+        if old is not None:
+            self._undo.append(lambda: self._restore(job_id, old))
+            self._changes["job:" + job_id] = None
+
+    def _restore(self, job_id: str, old: Job | None) -> None:
+        if old is None:
+            self.index.remove(job_id)
+        else:
+            self.index.put(old)
+
+    def put_idem(self, record: IdemRecord) -> None:
+        old = self.index.put_idem(record)
+        self._undo.append(lambda: self._restore_idem(record, old))
+        self._changes[record.storage_key] = record.to_record()
+
+    def remove_idem(self, tenant_id: str, key: str) -> None:
+        old = self.index.remove_idem(tenant_id, key)
+        if old is not None:
+            self._undo.append(lambda: self._restore_idem(old, old))
+            self._changes[idem_storage_key(tenant_id, key)] = None
+
+    def _restore_idem(self, record: IdemRecord, old: IdemRecord | None) -> None:
+        self.index.remove_idem(record.tenant_id, record.key)
+        if old is not None:
+            self.index.put_idem(old)
+
+    def latest(self, job_id: str) -> Job | None:
+        """The version this transaction wrote, or the index's."""
+        return self._jobs.get(job_id) or self.index.jobs.get(job_id)
+
+    @property
+    def empty(self) -> bool:
+        return not self._changes
+
+    def rollback(self) -> None:
+        for undo in reversed(self._undo):
+            undo()
+        self._undo.clear()
+        self._changes.clear()
+        self._jobs.clear()
+
+    def _undo_all(self) -> None:
+        for undo in reversed(self._undo):
+            undo()
+
+    async def commit(self, commit_fn: CommitFn, listeners: list[JobListener]) -> list[Job]:
+        """Durable when this returns; the changed jobs' final versions, in order.
+        Raises `StoreUnavailable` with everything undone."""
+        if self.empty:
+            return []
+        await commit_fn(self._changes, self._undo_all)
+        changed = list(self._jobs.values())
+        for job in changed:
+            for listener in listeners:
+                listener(job)
+        return changed

@@ -1,0 +1,201 @@
+"""HTTP views of jobs: submit, batch, list, get, cancel, retry, bulk, DLQ (SPEC §4).
+
+Views parse and check input, call one store operation and render the result;
+errors are raised and rendered by `problems.problem_middleware`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+import strict_json
+from auth import principal_of, require_submitter, require_writer
+from errors import BadRequest, FieldError, NotFound, PayloadTooLarge, RateLimited, ShuttingDown, UnsupportedMediaType, ValidationFailed
+from idempotency import idem_request
+from models import Job, ListQuery, NewJob, Status
+from services import Services, services_of
+from store import SubmitResult
+from validation import parse_batch, parse_filter, parse_list_query, parse_submit
+
+routes = web.RouteTableDef()
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request body as strict JSON; 415, 413 or 400 otherwise."""
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType(f"send Content-Type: application/json, not {request.content_type or 'nothing'}")
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        limit = services_of(request).settings.max_body_bytes
+        raise PayloadTooLarge(f"the request body is over {limit} bytes") from None
+    return strict_json.loads(body)
+
+
+def render_jobs(services: Services, jobs: list[Job], *, with_history: bool = False) -> list[dict[str, Any]]:
+    reasons = services.store.waiting_reasons(jobs, services.clock.now())
+    return [job.to_api(reason, with_history=with_history) for job, reason in zip(jobs, reasons)]
+
+
+def render_job(services: Services, job: Job) -> dict[str, Any]:
+    return render_jobs(services, [job], with_history=True)[0]
+
+
+# ---- submit -------------------------------------------------------------
+
+
+async def _submit(request: web.Request, parse: Any) -> tuple[SubmitResult, dict[str, str]]:
+    services = services_of(request)
+    principal = require_submitter(request)
+    tenant_id = principal.tenant_id
+    assert tenant_id is not None
+    if services.shutting_down:
+        raise ShuttingDown("jobq is shutting down; submit again shortly", retry_after=5)
+    body = await read_json(request)
+    idem = idem_request(request, body)
+    now = services.clock.now()
+    specs: list[NewJob] = parse(body, services.registry, services.submit_defaults, now)
+    limits = services.tenants.limits(tenant_id)
+    mono = services.clock.monotonic()
+    bucket = services.limiter.bucket(tenant_id, limits.submit_per_minute, limits.submit_burst, mono)
+    taken = bucket.take(mono, len(specs))
+    headers = {
+        "RateLimit-Policy": f'"tenant";q={limits.submit_per_minute};w=60',
+        "RateLimit": f'"tenant";r={bucket.remaining()};t={bucket.seconds_until_full()}',
+    }
+    if not taken:
+        raise RateLimited(
+            f"tenant {tenant_id} may submit {limits.submit_per_minute} jobs a minute",
+            retry_after=bucket.seconds_until(len(specs)), headers=headers,
+        )
+    try:
+        result = await services.store.submit(tenant_id, specs, idem, now, max_queued=limits.max_queued)
+    except Exception:
+        bucket.give_back(len(specs))
+        raise
+    if result.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return result, headers
+
+
+@routes.post("/jobs")
+async def submit_job(request: web.Request) -> web.Response:
+    result, headers = await _submit(request, lambda *a: [parse_submit(*a)])
+    body = result.bodies[0]
+    headers["Location"] = f"/jobs/{body['jobId']}"
+    return json_response(body, status=result.status_code, headers=headers)
+
+
+@routes.post("/jobs/batch")
+async def submit_batch(request: web.Request) -> web.Response:
+    result, headers = await _submit(request, parse_batch)
+    return json_response({"jobs": result.bodies}, status=result.status_code, headers=headers)
+
+
+# ---- read ---------------------------------------------------------------
+
+
+def _list(request: web.Request, query: ListQuery) -> web.Response:
+    services = services_of(request)
+    jobs, cursor = services.store.list_jobs(query)
+    return json_response({"jobs": render_jobs(services, jobs), "nextCursor": cursor})
+
+
+@routes.get("/jobs")
+async def list_jobs(request: web.Request) -> web.Response:
+    principal = principal_of(request)
+    return _list(request, parse_list_query(request.query, principal.tenant_id, is_admin=principal.is_admin))
+
+
+@routes.get("/dlq")
+async def dlq(request: web.Request) -> web.Response:
+    principal = principal_of(request)
+    params = dict(request.query)
+    if "status" in params:
+        raise BadRequest("the DLQ holds fatal jobs only; use GET /jobs to filter by status")
+    params["status"] = Status.FATAL.value
+    return _list(request, parse_list_query(params, principal.tenant_id, is_admin=principal.is_admin))
+
+
+@routes.get("/jobs/{job_id}")
+async def get_job(request: web.Request) -> web.Response:
+    services = services_of(request)
+    job_id = request.match_info["job_id"]
+    job = services.store.get(job_id, principal_of(request).tenant_id)
+    if job is None:
+        # The same 404 whether the job is missing or another tenant's.
+        raise NotFound(f"job {job_id} not found")
+    return json_response(render_job(services, job))
+
+
+# ---- operator actions ---------------------------------------------------
+
+
+@routes.post("/jobs/{job_id}/cancel")
+async def cancel_job(request: web.Request) -> web.Response:
+    services = services_of(request)
+    principal = require_writer(request)
+    job = await services.store.cancel(
+        request.match_info["job_id"], principal.tenant_id, principal.actor, services.clock.now()
+    )
+    return json_response(render_job(services, job))
+
+
+@routes.post("/jobs/{job_id}/retry")
+async def retry_job(request: web.Request) -> web.Response:
+    services = services_of(request)
+    principal = require_writer(request)
+    job = await services.store.retry(
+        request.match_info["job_id"], principal.tenant_id, principal.actor, services.clock.now()
+    )
+    return json_response(render_job(services, job))
+
+
+@routes.post("/jobs/bulk")
+async def bulk(request: web.Request) -> web.Response:
+    services = services_of(request)
+    principal = require_writer(request)
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    errors = [FieldError(k, "unknown field") for k in sorted(set(body) - {"action", "filter", "jobIds"})]
+    action = body.get("action")
+    if action not in ("cancel", "retry"):
+        errors.append(FieldError("action", "cancel or retry"))
+    if ("filter" in body) == ("jobIds" in body):
+        errors.append(FieldError("filter", "give either filter or jobIds"))
+    job_ids = body.get("jobIds")
+    if job_ids is not None and (
+        not isinstance(job_ids, list) or len(job_ids) > 10000 or not all(isinstance(i, str) for i in job_ids)
+    ):
+        errors.append(FieldError("jobIds", "a list of at most 10000 job ids"))
+    if errors:
+        raise ValidationFailed("the bulk request is not valid", errors=errors)
+    query = parse_filter(body["filter"], principal.tenant_id) if "filter" in body else ListQuery(principal.tenant_id)
+    matched, changed = await services.store.bulk(query, job_ids, action, principal.actor, services.clock.now())
+    return json_response({"matched": matched, "changed": changed})
+
+
+# ---- health ---------------------------------------------------------------
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    services = services_of(request)
+    if services.shutting_down:
+        return json_response({"status": "shutting down"}, status=503, headers={"Retry-After": "5"})
+    if not await services.store.ready():
+        return json_response({"status": "store not writable"}, status=503, headers={"Retry-After": "5"})
+    return json_response({"status": "ready"})
