@@ -59,7 +59,9 @@ def create_app(
     app[SERVICES] = services
     app.add_routes(views_jobs.routes)
     worker = Worker(
-        store, registry, clock,
+        store,
+        registry,
+        clock,
         concurrency=settings.worker_concurrency,
         lease_seconds=settings.lease_seconds,
         retention_seconds=settings.retention_days * 86400.0,

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from clock import Clock
 from errors import AuthThrottled, Forbidden, Unauthorized
@@ -15,7 +16,7 @@ from problems import Handler
 from ratelimit import FailureWindow
 from tenants import Principal, TenantRegistry
 
-PRINCIPAL = "jobq.principal"
+PRINCIPAL = web.RequestKey("jobq.principal", Principal)
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/login"})
 
 
@@ -23,7 +24,7 @@ def is_public(path: str) -> bool:
     return path in PUBLIC_PATHS or path.startswith("/static/")
 
 
-def make_auth_middleware(tenants: TenantRegistry, failures: FailureWindow, clock: Clock) -> web.Middleware:
+def make_auth_middleware(tenants: TenantRegistry, failures: FailureWindow, clock: Clock) -> Middleware:
     @web.middleware
     async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if is_public(request.path):
@@ -46,8 +47,7 @@ def make_auth_middleware(tenants: TenantRegistry, failures: FailureWindow, clock
 
 
 def principal_of(request: web.Request) -> Principal:
-    principal: Principal = request[PRINCIPAL]
-    return principal
+    return request[PRINCIPAL]
 
 
 def require_writer(request: web.Request) -> Principal:

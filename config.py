@@ -98,7 +98,5 @@ class Settings:
             shutdown_grace_seconds=_float(env, "JOBQ_SHUTDOWN_GRACE_SECONDS", 25.0),
             auth_failures_per_minute=_int(env, "JOBQ_AUTH_FAILURES_PER_MINUTE", 20),
             allow_private_urls=_bool(env, "JOBQ_ALLOW_PRIVATE_URLS", False),
-            journal_compact_bytes=_int(
-                env, "JOBQ_JOURNAL_COMPACT_BYTES", 64 * 1024 * 1024, minimum=1024
-            ),
+            journal_compact_bytes=_int(env, "JOBQ_JOURNAL_COMPACT_BYTES", 64 * 1024 * 1024, minimum=1024),
         )

@@ -34,7 +34,7 @@ class PermanentError(Exception):
     """The job cannot succeed by retrying: it goes to `fatal` (the DLQ) at once."""
 
 
-class Snooze(Exception):  # noqa: N818 - the name handlers raise, as in Sidekiq/Cloud Tasks
+class Snooze(Exception):
     """Run the job again after `seconds`, without using up an attempt."""
 
     def __init__(self, seconds: float, reason: str = "") -> None:

@@ -176,7 +176,9 @@ class JobIndex:
 
     def ready_keys(self, tenant_id: str) -> list[float]:
         """Sorted claim keys of the tenant's due, claimable jobs."""
-        return sorted(k for k, _, job in self.ready.get(tenant_id, []) if self.is_current(job) and job.status in CLAIMABLE)
+        return sorted(
+            k for k, _, job in self.ready.get(tenant_id, []) if self.is_current(job) and job.status in CLAIMABLE
+        )
 
     def next_timer(self) -> datetime | None:
         while self.timers and not self.is_current(self.timers[0][2]):
@@ -199,7 +201,9 @@ class JobIndex:
         counts = self.counts.get(tenant_id)
         if counts is None:
             return 0
-        return sum(n for status, n in counts.items() if status not in (Status.SUCCEEDED, Status.FATAL, Status.CANCELLED))
+        return sum(
+            n for status, n in counts.items() if status not in (Status.SUCCEEDED, Status.FATAL, Status.CANCELLED)
+        )
 
     def newest_first(self, tenant_id: str | None) -> Iterator[Job]:
         if tenant_id is None:

@@ -120,7 +120,9 @@ class DurableLog:
         records, snapshot_generation, journals = self.read_all()
         self._committed = {k: encode_entry(k, v) for k, v in records.items()}
         self._generation = max([snapshot_generation, *journals]) + 1
-        atomic_write(self.fs, self.snapshot_path, self._snapshot_chunks(self._generation - 1, list(self._committed.values())))
+        atomic_write(
+            self.fs, self.snapshot_path, self._snapshot_chunks(self._generation - 1, list(self._committed.values()))
+        )
         for generation in journals:
             self.fs.unlink(self._journal_path(generation))
         self._open_journal()
@@ -158,8 +160,7 @@ class DurableLog:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
             os.close(fd)
             raise StoreLocked(
-                f"{self.directory} is in use by process {holder}; "
-                "only one jobq process may use a data directory"
+                f"{self.directory} is in use by process {holder}; only one jobq process may use a data directory"
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
@@ -183,8 +184,7 @@ class DurableLog:
             raise CorruptStore(f"{path} is not a jobq store file; it was left untouched")
         if doc.get("version") != VERSION:
             raise CorruptStore(
-                f"{path} has version {doc.get('version')!r}, this jobq reads version {VERSION}; "
-                "it was left untouched"
+                f"{path} has version {doc.get('version')!r}, this jobq reads version {VERSION}; it was left untouched"
             )
         generation, pairs = doc.get("generation"), doc.get("records")
         if not isinstance(generation, int) or not isinstance(pairs, list):
@@ -199,8 +199,8 @@ class DurableLog:
     def _journal_generations(self) -> list[int]:
         found = []
         for name in os.listdir(self.directory):
-            if name.startswith(JOURNAL_PREFIX) and name[len(JOURNAL_PREFIX):].isdigit():
-                found.append(int(name[len(JOURNAL_PREFIX):]))
+            if name.startswith(JOURNAL_PREFIX) and name[len(JOURNAL_PREFIX) :].isdigit():
+                found.append(int(name[len(JOURNAL_PREFIX) :]))
         return sorted(found)
 
     def _replay(self, path: Path, records: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from models import (
@@ -37,7 +37,7 @@ class RetryPolicy:
     max_seconds: float = 3600.0
     max_snoozes: int = 50
     max_snooze_seconds: float = 7 * 86400.0
-    rng: random.Random = random.Random()
+    rng: random.Random = field(default_factory=random.Random)
 
     def delay(self, failures: int) -> float:
         return backoff_seconds(failures, self.base_seconds, self.max_seconds, self.rng)
@@ -83,7 +83,12 @@ def settle(tx: Transaction, job: Job, outcome: Outcome, now: datetime, policy: R
     """Apply what the running attempt of `job` ended with."""
     if isinstance(outcome, Succeeded):
         done = move(
-            job, Status.SUCCEEDED, now, result=outcome.result, finished_at=now, lease_expires_at=None,
+            job,
+            Status.SUCCEEDED,
+            now,
+            result=outcome.result,
+            finished_at=now,
+            lease_expires_at=None,
             attempt_history=_end_attempt(job, AttemptStatus.SUCCEEDED, None, now),
         )
         tx.put(done)
@@ -92,7 +97,11 @@ def settle(tx: Transaction, job: Job, outcome: Outcome, now: datetime, policy: R
     if isinstance(outcome, Interrupted):
         return tx.put(
             move(
-                job, Status.QUEUED, now, next_run_at=now, lease_expires_at=None,
+                job,
+                Status.QUEUED,
+                now,
+                next_run_at=now,
+                lease_expires_at=None,
                 uncounted_attempts=job.uncounted_attempts + 1,
                 attempt_history=_end_attempt(job, AttemptStatus.INTERRUPTED, "interrupted by shutdown", now),
             )
@@ -103,8 +112,13 @@ def settle(tx: Transaction, job: Job, outcome: Outcome, now: datetime, policy: R
         seconds = min(max(outcome.seconds, 0.0), policy.max_snooze_seconds)
         return tx.put(
             move(
-                job, Status.RETRY, now, next_run_at=now + timedelta(seconds=seconds), lease_expires_at=None,
-                uncounted_attempts=job.uncounted_attempts + 1, snoozes=job.snoozes + 1,
+                job,
+                Status.RETRY,
+                now,
+                next_run_at=now + timedelta(seconds=seconds),
+                lease_expires_at=None,
+                uncounted_attempts=job.uncounted_attempts + 1,
+                snoozes=job.snoozes + 1,
                 attempt_history=_end_attempt(job, AttemptStatus.INTERRUPTED, f"snoozed for {seconds:g} s", now),
             )
         )
@@ -112,7 +126,12 @@ def settle(tx: Transaction, job: Job, outcome: Outcome, now: datetime, policy: R
     history = _end_attempt(job, AttemptStatus.FAILED, outcome.error, now)
     if outcome.permanent or job.counted_attempts >= job.max_attempts:
         dead = move(
-            job, Status.FATAL, now, last_error=outcome.error, finished_at=now, lease_expires_at=None,
+            job,
+            Status.FATAL,
+            now,
+            last_error=outcome.error,
+            finished_at=now,
+            lease_expires_at=None,
             attempt_history=history,
         )
         tx.put(dead)
@@ -121,8 +140,13 @@ def settle(tx: Transaction, job: Job, outcome: Outcome, now: datetime, policy: R
     delay = policy.delay(job.counted_attempts)
     return tx.put(
         move(
-            job, Status.RETRY, now, last_error=outcome.error, lease_expires_at=None,
-            next_run_at=now + timedelta(milliseconds=round(delay * 1000)), attempt_history=history,
+            job,
+            Status.RETRY,
+            now,
+            last_error=outcome.error,
+            lease_expires_at=None,
+            next_run_at=now + timedelta(milliseconds=round(delay * 1000)),
+            attempt_history=history,
         )
     )
 
@@ -144,8 +168,14 @@ def retry_from_dlq(tx: Transaction, job: Job, actor: str, now: datetime) -> Job:
     """A `fatal` job back to `queued`, with `maxAttempts` further attempts."""
     return tx.put(
         move(
-            job, Status.QUEUED, now, next_run_at=now, finished_at=None, result=None,
-            uncounted_attempts=job.attempts, snoozes=0,
+            job,
+            Status.QUEUED,
+            now,
+            next_run_at=now,
+            finished_at=None,
+            result=None,
+            uncounted_attempts=job.attempts,
+            snoozes=0,
             operator_actions=[*job.operator_actions, OperatorAction("retry", actor, now)],
         )
     )

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+from datetime import datetime
 
 import orjson
 
 from errors import BadRequest
 from models import Job, ListQuery, format_ts, parse_ts
-from datetime import datetime
 
 
 def matches(job: Job, query: ListQuery) -> bool:

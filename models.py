@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 JSON = Any
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     WAITING = "waiting"
     QUEUED = "queued"
     RUNNING = "running"
@@ -59,7 +59,7 @@ def check_transition(old: Status | None, new: Status) -> None:
         raise IllegalTransition(f"{old.value if old else 'new'} -> {new.value}")
 
 
-class AttemptStatus(str, Enum):
+class AttemptStatus(StrEnum):
     RUNNING = "running"
     FAILED = "failed"
     SUCCEEDED = "succeeded"
@@ -261,9 +261,7 @@ class Job:
             started_at=parse_ts(r.get("startedAt")),
             finished_at=parse_ts(r.get("finishedAt")),
             attempt_history=[Attempt.from_record(a) for a in r.get("attemptHistory") or []],
-            operator_actions=[
-                OperatorAction.from_record(a) for a in r.get("operatorActions") or []
-            ],
+            operator_actions=[OperatorAction.from_record(a) for a in r.get("operatorActions") or []],
             uncounted_attempts=r.get("uncountedAttempts", 0),
             snoozes=r.get("snoozes", 0),
         )

@@ -39,9 +39,7 @@ def problem_response(
     body: dict[str, object] = {"type": PROBLEM_BASE + type_, "title": title, "status": status, "detail": detail}
     if errors:
         body["errors"] = [{"field": e.field, "message": e.message} for e in errors]
-    return web.Response(
-        status=status, body=orjson.dumps(body), content_type=PROBLEM_TYPE, headers=headers or {}
-    )
+    return web.Response(status=status, body=orjson.dumps(body), content_type=PROBLEM_TYPE, headers=headers or {})
 
 
 def render(error: JobqError) -> web.Response:

@@ -28,7 +28,7 @@ def backoff_seconds(failures: int, base: float, cap: float, rng: random.Random) 
     """Delay before the retry that follows the `failures`-th failed attempt:
     base * 2^(failures-1), capped, then ±10 % jitter so retries spread out."""
     exponent = min(max(failures - 1, 0), 60)
-    delay = min(base * (2**exponent), cap)
+    delay: float = min(base * float(2**exponent), cap)
     return delay * rng.uniform(0.9, 1.1)
 
 
@@ -63,7 +63,7 @@ def find_cycle(edges: Mapping[str, Sequence[str]]) -> list[str] | None:
                 stack.append((node, index + 1))
                 child = deps[index]
                 if state.get(child) == 1:
-                    return path[path.index(child) :] + [child]
+                    return [*path[path.index(child):], child]
                 if not state.get(child):
                     stack.append((child, 0))
             else:

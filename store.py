@@ -159,16 +159,24 @@ class JsonStore:
                 return SubmitResult(record.status_code, record.bodies, replayed=True)
         if self.index.active_count(tenant_id) + len(jobs) > max_queued:
             raise QueueFull(f"tenant has {max_queued} unfinished jobs, the most allowed", retry_after=5)
-        new_jobs = build_jobs(tenant_id, jobs, now, self.index.jobs.get, lambda: str(uuid.uuid4()), idem.key if idem else None)
+        new_jobs = build_jobs(
+            tenant_id, jobs, now, self.index.jobs.get, lambda: str(uuid.uuid4()), idem.key if idem else None
+        )
         tx = Transaction(self.index)
         for job in new_jobs:
             tx.put(job)
-        bodies = [job.to_api(reason) for job, reason in zip(new_jobs, self.waiting_reasons(new_jobs, now))]
+        bodies = [job.to_api(reason) for job, reason in zip(new_jobs, self.waiting_reasons(new_jobs, now), strict=True)]
         record = None
         if idem is not None:
             record = IdemRecord(
-                tenant_id, idem.key, idem.fingerprint, idem.route, 201, bodies,
-                [j.job_id for j in new_jobs], format_ts(now) or "",
+                tenant_id,
+                idem.key,
+                idem.fingerprint,
+                idem.route,
+                201,
+                bodies,
+                [j.job_id for j in new_jobs],
+                format_ts(now) or "",
             )
             tx.put_idem(record)
         await self._commit(tx)
@@ -236,7 +244,8 @@ class JsonStore:
                 ahead = bisect.bisect_left(keys, claim_key(job.priority, job.next_run_at, self.index.aging_seconds))
             reasons.append(
                 waiting_reason(
-                    job, now,
+                    job,
+                    now,
                     first_unfinished_dependency=_first_unfinished(job, self.index.jobs.get),
                     tenant_running=self.index.running_count(job.tenant_id),
                     tenant_max_running=self.max_running(job.tenant_id),
@@ -305,7 +314,10 @@ class JsonStore:
         await self._commit(tx)
         logger.info(
             "action=finish jobId=%s tenantId=%s attempt=%d status=%s",
-            job_id, job.tenant_id, attempt, settled.status.value,
+            job_id,
+            job.tenant_id,
+            attempt,
+            settled.status.value,
         )
         return settled
 

@@ -22,7 +22,7 @@ def build_jobs(
     """The jobs a (batch) submit creates; raises `ValidationFailed` for an
     unknown or foreign dependency, one that already failed, or a cycle."""
     ids = [new_id() for _ in specs]
-    by_ref = {spec.ref: job_id for spec, job_id in zip(specs, ids) if spec.ref is not None}
+    by_ref = {spec.ref: job_id for spec, job_id in zip(specs, ids, strict=True) if spec.ref is not None}
     single = len(specs) == 1 and specs[0].ref is None
     errors: list[FieldError] = []
     resolved: list[list[str]] = []
@@ -51,7 +51,7 @@ def build_jobs(
         )
     new_ids = set(ids)
     jobs = []
-    for spec, job_id, deps in zip(specs, ids, resolved):
+    for spec, job_id, deps in zip(specs, ids, resolved, strict=True):
         unfinished = any(d in new_ids or _unfinished(lookup(d)) for d in deps)
         run_at = to_ms(spec.run_at) if spec.run_at else now + timedelta(seconds=spec.delay_seconds or 0)
         jobs.append(

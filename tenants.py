@@ -174,7 +174,9 @@ class TenantRegistry:
         for name, tenant in doc.tenants.items():
             limits[name] = Limits.from_json(tenant.get("limits") or {})
             for key in tenant.get("keys", []):
-                keys[key["hash"]] = Principal(name, "read" if key.get("role") == "read" else "write", key.get("label", ""))
+                keys[key["hash"]] = Principal(
+                    name, "read" if key.get("role") == "read" else "write", key.get("label", "")
+                )
         for admin in doc.admins:
             keys[admin["hash"]] = Principal(None, "admin", admin.get("label", "admin"))
         self.doc, self._keys, self._limits = doc, keys, limits

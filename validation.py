@@ -21,8 +21,18 @@ from handlers import Registry
 from models import ListQuery, NewJob, Status
 
 SUBMIT_FIELDS = frozenset(
-    {"type", "payload", "priority", "maxAttempts", "timeoutSeconds", "runAt", "delaySeconds",
-     "expiresAt", "webhookUrl", "dependsOn"}
+    {
+        "type",
+        "payload",
+        "priority",
+        "maxAttempts",
+        "timeoutSeconds",
+        "runAt",
+        "delaySeconds",
+        "expiresAt",
+        "webhookUrl",
+        "dependsOn",
+    }
 )
 MAX_ATTEMPTS_LIMIT = 100
 MAX_TIMEOUT_SECONDS = 86400.0
@@ -162,14 +172,21 @@ def parse_new_job(
     if batch and ref is not None and (not isinstance(ref, str) or not 0 < len(ref) <= 100):
         err("ref", "a string of 1 to 100 characters naming the job within the batch")
 
-    if errors:
+    if errors or not isinstance(job_type, str):
         return None, errors
     return (
         NewJob(
-            type=job_type, payload=payload, priority=priority, max_attempts=max_attempts,
-            timeout_seconds=float(timeout), run_at=run_at,
-            delay_seconds=float(delay) if delay is not None else None, expires_at=expires_at,
-            webhook_url=webhook_url, depends_on=tuple(depends_on), ref=ref,
+            type=job_type,
+            payload=payload,
+            priority=priority,
+            max_attempts=max_attempts,
+            timeout_seconds=float(timeout),
+            run_at=run_at,
+            delay_seconds=float(delay) if delay is not None else None,
+            expires_at=expires_at,
+            webhook_url=webhook_url,
+            depends_on=tuple(depends_on),
+            ref=ref,
         ),
         [],
     )
@@ -188,7 +205,9 @@ def parse_batch(body: Any, registry: Registry, defaults: SubmitDefaults, now: da
     errors = [FieldError(name, "unknown field") for name in sorted(set(body) - {"jobs"})]
     items = body.get("jobs")
     if not isinstance(items, list) or not 0 < len(items) <= MAX_BATCH:
-        raise ValidationFailed("jobs must be a list", errors=[*errors, FieldError("jobs", f"a list of 1 to {MAX_BATCH} jobs")])
+        raise ValidationFailed(
+            "jobs must be a list", errors=[*errors, FieldError("jobs", f"a list of 1 to {MAX_BATCH} jobs")]
+        )
     jobs: list[NewJob] = []
     for position, item in enumerate(items):
         job, item_errors = parse_new_job(item, registry, defaults, now, prefix=f"jobs[{position}].", batch=True)
@@ -222,7 +241,7 @@ LIST_PARAMS = frozenset({"status", "type", "q", "limit", "cursor", "tenant"})
 
 
 def parse_list_query(params: Mapping[str, str], tenant_id: str | None, *, is_admin: bool) -> ListQuery:
-    """`GET /jobs` query string; `limit` outside 1–500 is a 400 (SPEC §4)."""
+    """`GET /jobs` query string; `limit` outside 1-500 is a 400 (SPEC §4)."""
     unknown = sorted(set(params) - LIST_PARAMS)
     if unknown:
         raise BadRequest(f"unknown query parameter {unknown[0]!r}; known: {', '.join(sorted(LIST_PARAMS))}")
@@ -253,7 +272,9 @@ def parse_filter(raw: Any, tenant_id: str | None) -> ListQuery:
         if raw.get(name) is not None and not isinstance(raw[name], str):
             errors.append(FieldError(f"filter.{name}", "a string"))
     status = raw.get("status")
-    if status is not None and not (isinstance(status, str) or (isinstance(status, list) and all(isinstance(s, str) for s in status))):
+    if status is not None and not (
+        isinstance(status, str) or (isinstance(status, list) and all(isinstance(s, str) for s in status))
+    ):
         errors.append(FieldError("filter.status", "a status or a list of statuses"))
     if errors:
         raise ValidationFailed("filter is not valid", errors=errors)

@@ -13,7 +13,16 @@ from aiohttp import web
 
 import strict_json
 from auth import principal_of, require_submitter, require_writer
-from errors import BadRequest, FieldError, NotFound, PayloadTooLarge, RateLimited, ShuttingDown, UnsupportedMediaType, ValidationFailed
+from errors import (
+    BadRequest,
+    FieldError,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    ShuttingDown,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 from idempotency import idem_request
 from models import Job, ListQuery, NewJob, Status
 from services import Services, services_of
@@ -41,7 +50,7 @@ async def read_json(request: web.Request) -> Any:
 
 def render_jobs(services: Services, jobs: list[Job], *, with_history: bool = False) -> list[dict[str, Any]]:
     reasons = services.store.waiting_reasons(jobs, services.clock.now())
-    return [job.to_api(reason, with_history=with_history) for job, reason in zip(jobs, reasons)]
+    return [job.to_api(reason, with_history=with_history) for job, reason in zip(jobs, reasons, strict=True)]
 
 
 def render_job(services: Services, job: Job) -> dict[str, Any]:
@@ -73,7 +82,8 @@ async def _submit(request: web.Request, parse: Any) -> tuple[SubmitResult, dict[
     if not taken:
         raise RateLimited(
             f"tenant {tenant_id} may submit {limits.submit_per_minute} jobs a minute",
-            retry_after=bucket.seconds_until(len(specs)), headers=headers,
+            retry_after=bucket.seconds_until(len(specs)),
+            headers=headers,
         )
     try:
         result = await services.store.submit(tenant_id, specs, idem, now, max_queued=limits.max_queued)
@@ -176,7 +186,7 @@ async def bulk(request: web.Request) -> web.Response:
         not isinstance(job_ids, list) or len(job_ids) > 10000 or not all(isinstance(i, str) for i in job_ids)
     ):
         errors.append(FieldError("jobIds", "a list of at most 10000 job ids"))
-    if errors:
+    if errors or not isinstance(action, str):
         raise ValidationFailed("the bulk request is not valid", errors=errors)
     query = parse_filter(body["filter"], principal.tenant_id) if "filter" in body else ListQuery(principal.tenant_id)
     matched, changed = await services.store.bulk(query, job_ids, action, principal.actor, services.clock.now())

@@ -182,7 +182,9 @@ class Worker:
         mono = self.clock.monotonic()
         running = _Running(job, ctx, deadline=mono + job.timeout_seconds, last_beat=mono)
         self._running[job.job_id] = running
-        logger.info("action=start jobId=%s tenantId=%s attempt=%d type=%s", job.job_id, job.tenant_id, attempt, job.type)
+        logger.info(
+            "action=start jobId=%s tenantId=%s attempt=%d type=%s", job.job_id, job.tenant_id, attempt, job.type
+        )
         if spec is None:
             running.handler_task = loop.create_task(self._no_handler(job))
         else:

@@ -4,7 +4,7 @@ directory, a fake clock, and tenants with known keys."""
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -97,7 +97,9 @@ class Harness:
     def headers(self, who: str = "acme", **extra: str) -> dict[str, str]:
         return {"X-API-Key": self.key(who), **extra}
 
-    async def submit(self, who: str = "acme", expect: int = 201, headers: dict[str, str] | None = None, **body: Any) -> Any:
+    async def submit(
+        self, who: str = "acme", expect: int = 201, headers: dict[str, str] | None = None, **body: Any
+    ) -> Any:
         body.setdefault("type", "echo")
         body.setdefault("payload", {})
         response = await self.client.post("/jobs", json=body, headers={**self.headers(who), **(headers or {})})
@@ -120,7 +122,7 @@ HarnessFactory = Callable[..., Awaitable[Harness]]
 @pytest.fixture
 async def make_harness(
     aiohttp_client: Any, clock: FakeClock, keys: Keys, settings: Settings, registry: Registry
-) -> AsyncIterator[HarnessFactory]:
+) -> HarnessFactory:
     """Start jobq (again) on the same data directory; `fs` injects faults."""
 
     async def start(fs: FileSystem | None = None, **overrides: Any) -> Harness:
@@ -134,7 +136,7 @@ async def make_harness(
         client = await aiohttp_client(app)
         return Harness(client, app, store, clock, keys, effective, registry)
 
-    yield start
+    return start
 
 
 @pytest.fixture

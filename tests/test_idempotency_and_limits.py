@@ -6,7 +6,6 @@ import asyncio
 import threading
 
 from fsio import FileSystem
-
 from tests.conftest import Harness
 
 
@@ -55,7 +54,7 @@ class GatedFS(FileSystem):
         super().fsync(fd)
 
 
-async def test_same_key_while_first_is_in_flight_is_409(make_harness) -> None:  # type: ignore[no-untyped-def]
+async def test_same_key_while_first_is_in_flight_is_409(make_harness) -> None:
     fs = GatedFS()
     jobq = await make_harness(fs=fs)
     headers = jobq.headers(**{"Idempotency-Key": "race"})
@@ -94,7 +93,7 @@ async def test_failed_requests_are_not_remembered(jobq: Harness) -> None:
     assert good.status == 201 and "Idempotent-Replayed" not in good.headers
 
 
-async def test_key_survives_restart(make_harness) -> None:  # type: ignore[no-untyped-def]
+async def test_key_survives_restart(make_harness) -> None:
     first = await make_harness()
     job = await first.submit(headers={"Idempotency-Key": "durable"})
     await first.client.close()
@@ -123,7 +122,7 @@ async def test_submit_rate_limit_has_headers_and_retry_after(jobq: Harness) -> N
     assert (await jobq.client.post("/jobs", json={"type": "echo"}, headers=jobq.headers("globex"))).status == 201
 
 
-async def test_max_queued_is_429_with_retry_after_5(make_harness) -> None:  # type: ignore[no-untyped-def]
+async def test_max_queued_is_429_with_retry_after_5(make_harness) -> None:
     jobq = await make_harness()  # globex: maxQueued 50
     batch = {"jobs": [{"type": "echo"} for _ in range(5)]}
     for _ in range(10):

@@ -206,9 +206,7 @@ async def test_depending_on_a_failed_job_is_refused(jobq: Harness) -> None:
     assert refused["errors"][0]["field"] == "dependsOn"
 
 
-async def test_snooze_reschedules_without_using_an_attempt(
-    make_harness: HarnessFactory, registry: Registry
-) -> None:
+async def test_snooze_reschedules_without_using_an_attempt(make_harness: HarnessFactory, registry: Registry) -> None:
     calls: list[int] = []
 
     @registry.handler("snoozy")

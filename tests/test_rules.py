@@ -18,9 +18,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.parametrize(
     ("failures", "base", "cap", "expected"),
-    [(1, 30, 3600, 30), (2, 30, 3600, 60), (3, 30, 3600, 120), (4, 30, 3600, 240), (10, 30, 3600, 3600), (1, 0.5, 10, 0.5)],
+    [
+        (1, 30, 3600, 30),
+        (2, 30, 3600, 60),
+        (3, 30, 3600, 120),
+        (4, 30, 3600, 240),
+        (10, 30, 3600, 3600),
+        (1, 0.5, 10, 0.5),
+    ],
 )
-def test_backoff_doubles_is_capped_and_jittered_ten_percent(failures: int, base: float, cap: float, expected: float) -> None:
+def test_backoff_doubles_is_capped_and_jittered_ten_percent(
+    failures: int, base: float, cap: float, expected: float
+) -> None:
     rng = random.Random(7)
     delays = [backoff_seconds(failures, base, cap, rng) for _ in range(200)]
     assert all(expected * 0.9 <= d <= expected * 1.1 for d in delays)
@@ -28,10 +37,19 @@ def test_backoff_doubles_is_capped_and_jittered_ten_percent(failures: int, base:
 
 
 ALLOWED = {
-    (None, Status.QUEUED), (None, Status.WAITING), (Status.WAITING, Status.QUEUED), (Status.WAITING, Status.CANCELLED),
-    (Status.QUEUED, Status.RUNNING), (Status.RETRY, Status.RUNNING), (Status.RUNNING, Status.SUCCEEDED),
-    (Status.RUNNING, Status.RETRY), (Status.RUNNING, Status.FATAL), (Status.RUNNING, Status.CANCELLED),
-    (Status.RUNNING, Status.QUEUED), (Status.QUEUED, Status.CANCELLED), (Status.RETRY, Status.CANCELLED),
+    (None, Status.QUEUED),
+    (None, Status.WAITING),
+    (Status.WAITING, Status.QUEUED),
+    (Status.WAITING, Status.CANCELLED),
+    (Status.QUEUED, Status.RUNNING),
+    (Status.RETRY, Status.RUNNING),
+    (Status.RUNNING, Status.SUCCEEDED),
+    (Status.RUNNING, Status.RETRY),
+    (Status.RUNNING, Status.FATAL),
+    (Status.RUNNING, Status.CANCELLED),
+    (Status.RUNNING, Status.QUEUED),
+    (Status.QUEUED, Status.CANCELLED),
+    (Status.RETRY, Status.CANCELLED),
     (Status.FATAL, Status.QUEUED),
 }
 
