@@ -1,9 +1,11 @@
 """The JSON store's in-memory state: every job, and the indexes that make
 claims, counts, dependency promotion and idempotency cheap.
 
-Jobs are replaced, never mutated in place: `put(new_version)`. Heap entries
-hold the job object they were made for, so an entry whose job has since been
-replaced is recognised as stale by identity and skipped (lazy deletion).
+Jobs are replaced, never mutated in place: `put(new_version)`. Entries of the
+timer and expiry heaps hold the job object they were made for, so an entry
+whose job has since been replaced is recognised as stale by identity and
+skipped (lazy deletion). The ready lists are sorted lists, kept exact, so a
+job's place in line is a O(log n) lookup.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from sortedcontainers import SortedList
 
 from models import CLAIMABLE, Job, Status
 from rules import claim_key
@@ -69,7 +73,7 @@ def idem_storage_key(tenant_id: str, key: str) -> str:
     return f"idem:{tenant_id}:{key}"
 
 
-HeapEntry = tuple[float, int, Job]
+ReadyEntry = tuple[float, int, str]
 TimerEntry = tuple[datetime, int, Job]
 
 
@@ -80,7 +84,9 @@ class JobIndex:
         self.by_tenant: dict[str, dict[str, None]] = {}
         self.counts: dict[str, Counter[Status]] = {}
         self.running: dict[str, dict[str, Job]] = {}
-        self.ready: dict[str, list[HeapEntry]] = {}
+        # Due claimable jobs per tenant, in claim order: (claim key, seq, job id).
+        self.ready: dict[str, SortedList] = {}
+        self._ready_entry: dict[str, ReadyEntry] = {}
         self.timers: list[TimerEntry] = []
         self.expiries: list[TimerEntry] = []
         self.dependents: dict[str, set[str]] = {}
@@ -123,6 +129,9 @@ class JobIndex:
     def _unindex(self, old: Job) -> None:
         counts = self.counts[old.tenant_id]
         counts[old.status] -= 1
+        entry = self._ready_entry.pop(old.job_id, None)
+        if entry is not None:
+            self.ready[old.tenant_id].remove(entry)
         if old.status is Status.RUNNING:
             self.running[old.tenant_id].pop(old.job_id, None)
         elif old.status is Status.WAITING:
@@ -155,30 +164,36 @@ class JobIndex:
         return self.jobs.get(job.job_id) is job
 
     def promote_due(self, now: datetime) -> None:
-        """Move claimable jobs whose `nextRunAt` has come into their tenant's ready heap."""
+        """Move claimable jobs whose `nextRunAt` has come into their tenant's ready list."""
         timers = self.timers
         while timers and timers[0][0] <= now:
             _, seq, job = heapq.heappop(timers)
-            if self.is_current(job) and job.status in CLAIMABLE:
-                key = claim_key(job.priority, job.next_run_at, self.aging_seconds)
-                heapq.heappush(self.ready.setdefault(job.tenant_id, []), (key, seq, job))
+            if self.is_current(job) and job.status in CLAIMABLE and job.job_id not in self._ready_entry:
+                entry = (claim_key(job.priority, job.next_run_at, self.aging_seconds), seq, job.job_id)
+                ready = self.ready.get(job.tenant_id)
+                if ready is None:
+                    ready = self.ready[job.tenant_id] = SortedList()
+                ready.add(entry)
+                self._ready_entry[job.job_id] = entry
 
     def pop_ready(self, tenant_id: str) -> Job | None:
-        heap = self.ready.get(tenant_id)
-        while heap:
-            _, _, job = heapq.heappop(heap)
-            if self.is_current(job) and job.status in CLAIMABLE:
-                return job
-        return None
+        """The tenant's first due job in claim order, taken off the ready list."""
+        ready = self.ready.get(tenant_id)
+        if not ready:
+            return None
+        _, _, job_id = ready.pop(0)
+        del self._ready_entry[job_id]
+        return self.jobs[job_id]
 
     def tenants_with_ready(self) -> list[str]:
-        return [t for t, heap in self.ready.items() if heap]
+        return [t for t, ready in self.ready.items() if ready]
 
-    def ready_keys(self, tenant_id: str) -> list[float]:
-        """Sorted claim keys of the tenant's due, claimable jobs."""
-        return sorted(
-            k for k, _, job in self.ready.get(tenant_id, []) if self.is_current(job) and job.status in CLAIMABLE
-        )
+    def jobs_ahead(self, job: Job) -> int:
+        """How many due jobs of the same tenant come before `job` in claim order."""
+        entry = self._ready_entry.get(job.job_id)
+        if entry is None:
+            return 0
+        return int(self.ready[job.tenant_id].index(entry))
 
     def next_timer(self) -> datetime | None:
         while self.timers and not self.is_current(self.timers[0][2]):

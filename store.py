@@ -10,7 +10,6 @@ write leaves nothing behind: no phantom job, no remembered Idempotency-Key.
 
 from __future__ import annotations
 
-import bisect
 import logging
 import uuid
 from collections.abc import Callable, Iterable
@@ -26,8 +25,8 @@ from journal import DurableLog
 from lifecycle import RetryPolicy, cancel, retry_from_dlq, settle, start_attempt
 from lifecycle import first_unfinished_dependency as _first_unfinished
 from listing import decode_cursor, encode_cursor, matches
-from models import CLAIMABLE, Failed, Job, ListQuery, NewJob, Outcome, Status, format_ts, to_ms
-from rules import claim_key, waiting_reason
+from models import Failed, Job, ListQuery, NewJob, Outcome, Status, format_ts, to_ms
+from rules import waiting_reason
 from submission import build_jobs
 from transaction import JobListener, Transaction
 
@@ -233,26 +232,17 @@ class JsonStore:
     def waiting_reasons(self, jobs: Iterable[Job], now: datetime) -> list[str | None]:
         """`waitingReason` of each job (SPEC §2), computed, never stored."""
         self.index.promote_due(now)
-        ready_keys: dict[str, list[float]] = {}
-        reasons: list[str | None] = []
-        for job in jobs:
-            ahead = 0
-            if job.status in CLAIMABLE and job.next_run_at <= now:
-                keys = ready_keys.get(job.tenant_id)
-                if keys is None:
-                    keys = ready_keys[job.tenant_id] = self.index.ready_keys(job.tenant_id)
-                ahead = bisect.bisect_left(keys, claim_key(job.priority, job.next_run_at, self.index.aging_seconds))
-            reasons.append(
-                waiting_reason(
-                    job,
-                    now,
-                    first_unfinished_dependency=_first_unfinished(job, self.index.jobs.get),
-                    tenant_running=self.index.running_count(job.tenant_id),
-                    tenant_max_running=self.max_running(job.tenant_id),
-                    jobs_ahead=ahead,
-                )
+        return [
+            waiting_reason(
+                job,
+                now,
+                first_unfinished_dependency=_first_unfinished(job, self.index.jobs.get),
+                tenant_running=self.index.running_count(job.tenant_id),
+                tenant_max_running=self.max_running(job.tenant_id),
+                jobs_ahead=self.index.jobs_ahead(job),
             )
-        return reasons
+            for job in jobs
+        ]
 
     def next_wakeup(self) -> datetime | None:
         """When the next scheduled or retrying job becomes due (None: none)."""
