@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+import openapi
 import views_jobs
 from auth import make_auth_middleware
 from builtin_handlers import register_builtins
@@ -58,6 +59,7 @@ def create_app(
     )
     app[SERVICES] = services
     app.add_routes(views_jobs.routes)
+    app.add_routes(openapi.routes)
     worker = Worker(
         store,
         registry,

@@ -87,3 +87,18 @@ async def test_health_endpoints_need_no_key(jobq: Harness) -> None:
     assert (await jobq.client.get("/healthz")).status == 200
     ready = await jobq.client.get("/readyz")
     assert ready.status == 200
+
+
+async def test_openapi_describes_every_route(jobq: Harness) -> None:
+    response = await jobq.client.get("/openapi.json")
+    spec = await response.json()
+    assert response.status == 200
+    assert spec["openapi"].startswith("3.1")
+    documented = {(path, method.upper()) for path, ops in spec["paths"].items() for method in ops}
+    served = set()
+    for route in jobq.app.router.routes():
+        info = route.resource.get_info() if route.resource else {}
+        path = info.get("path") or info.get("formatter", "")
+        if route.method != "HEAD" and path != "/openapi.json":
+            served.add((path.replace("{job_id}", "{jobId}"), route.method))
+    assert served <= documented
