@@ -11,11 +11,14 @@ jobs only after they are durable.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from jobindex import IdemRecord, JobIndex, idem_storage_key
 from models import Job
+
+logger = logging.getLogger(__name__)
 
 CommitFn = Callable[[dict[str, Any], Callable[[], None]], "asyncio.Future[None]"]
 JobListener = Callable[[Job], None]
@@ -72,13 +75,7 @@ class Transaction:
         return not self._changes
 
     def rollback(self) -> None:
-        for undo in reversed(self._undo):
-            undo()
-        self._undo.clear()
-        self._changes.clear()
-        self._jobs.clear()
-
-    def _undo_all(self) -> None:
+        """Restore every previous version, newest first (the write failed)."""
         for undo in reversed(self._undo):
             undo()
 
@@ -87,9 +84,13 @@ class Transaction:
         Raises `StoreUnavailable` with everything undone."""
         if self.empty:
             return []
-        await commit_fn(self._changes, self._undo_all)
+        await commit_fn(self._changes, self.rollback)
         changed = list(self._jobs.values())
         for job in changed:
             for listener in listeners:
-                listener(job)
+                try:
+                    listener(job)
+                except Exception:
+                    # A broken listener must not turn a durable change into an error.
+                    logger.exception("action=listener_failed jobId=%s", job.job_id)
         return changed
