@@ -106,16 +106,23 @@ class JsonStore:
         """Lock and load the data directory, start the journal writer, and
         recover jobs an earlier process left `running` (their attempt failed).
         Raises `StoreLocked` or `CorruptStore`."""
-        records = self.log.load()
         jobs: list[Job] = []
-        try:
-            for key, value in records.items():
-                if key.startswith("job:"):
-                    jobs.append(Job.from_record(value))
-                elif key.startswith("idem:"):
-                    self.index.put_idem(IdemRecord.from_record(value))
-        except (KeyError, TypeError, ValueError, AssertionError) as exc:
-            raise CorruptStore(f"{self.log.snapshot_path} holds a record jobq cannot read: {exc!r}") from exc
+
+        def decode(records: dict[str, Any]) -> None:
+            # Before the load rewrites anything: a record jobq cannot read leaves the files as they are.
+            try:
+                for key, value in records.items():
+                    if key.startswith("job:"):
+                        jobs.append(Job.from_record(value))
+                    elif key.startswith("idem:"):
+                        self.index.put_idem(IdemRecord.from_record(value))
+            except (KeyError, TypeError, ValueError, AssertionError) as exc:
+                raise CorruptStore(
+                    f"{self.log.snapshot_path} or a journal beside it holds a record jobq cannot read: {exc!r}; "
+                    "the files were left untouched"
+                ) from exc
+
+        self.log.load(decode)
         for job in sorted(jobs, key=lambda j: j.created_at):
             self.index.put(job)
         self.log.start()
@@ -131,7 +138,9 @@ class JsonStore:
         await self._commit(tx)
 
     async def ready(self) -> bool:
-        return self.log.healthy and await self.log.probe_writable()
+        # Probe even after a failed commit: readiness must come back with the
+        # disk, and an instance that is not ready may never get another commit.
+        return await self.log.probe_writable()
 
     async def close(self) -> None:
         await self.log.close()
