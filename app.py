@@ -132,6 +132,9 @@ async def serve(settings: Settings) -> int:
     except (StoreLocked, CorruptStore) as exc:
         print(f"jobq: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"jobq: cannot use the data directory {settings.data_dir}: {exc}", file=sys.stderr)
+        return 2
     app = create_app(settings, store, clock, tenants=tenants)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()

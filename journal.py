@@ -251,6 +251,7 @@ class DurableLog:
         their futures fail with `StoreUnavailable`."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self._closing:
+            undo()
             raise StoreUnavailable("the store is closing", retry_after=5)
         entries = [(k, encode_entry(k, v), v is None) for k, v in changes.items()]
         self._pending.append(_Pending(entries, undo, future))
@@ -400,16 +401,18 @@ class DurableLog:
                 await self._compacting
             except OSError:
                 pass
-        if self._journal_fd is not None:
-            if self._dirty:
-                try:
-                    self._truncate_back()
-                except OSError as exc:
-                    logger.error("action=journal_truncate_failed error=%s", exc)
-            self.fs.close(self._journal_fd)
-            self._journal_fd = None
-        self._io.shutdown(wait=True)
-        self._bg.shutdown(wait=True)
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        try:
+            if self._journal_fd is not None:
+                if self._dirty:
+                    try:
+                        self._truncate_back()
+                    except OSError as exc:
+                        logger.error("action=journal_truncate_failed error=%s", exc)
+                fd, self._journal_fd = self._journal_fd, None
+                self.fs.close(fd)
+        finally:
+            self._io.shutdown(wait=True)
+            self._bg.shutdown(wait=True)
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
