@@ -4,11 +4,12 @@ directory, a fake clock, and tenants with known keys."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -45,6 +46,14 @@ def write_tenants(path: Path) -> Keys:
     doc.tenants["globex"]["limits"] = {"maxRunning": 2, "submitPerMinute": 60, "submitBurst": 5, "maxQueued": 50}
     doc.write(path)
     return Keys(acme, acme_read, globex, admin)
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain HTTP client for tests that talk to a `python app.py` process."""
+    connector = aiohttp.TCPConnector(limit=50)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=10)) as session:
+        yield session
 
 
 @pytest.fixture

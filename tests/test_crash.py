@@ -7,11 +7,8 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,18 +23,12 @@ from store import JsonStore
 from tenants import TenantsDoc
 from tests.conftest import ROOT
 from tests.faults import CRASH_EXIT_CODE, JOURNAL, SNAPSHOT_TMP
+from tests.server_process import Server
 
 pytestmark = pytest.mark.slow
 
 TERMINAL = {"succeeded", "fatal", "cancelled"}
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def assert_snapshot_parses(data_dir: Path) -> int:
@@ -47,75 +38,6 @@ def assert_snapshot_parses(data_dir: Path) -> int:
     assert isinstance(doc["records"], list)
     generation: int = doc["generation"]
     return generation
-
-
-class Server:
-    """`python app.py` on a data directory, as an operator would start it."""
-
-    def __init__(self, tmp_path: Path, data_dir: Path, tenants_file: Path) -> None:
-        self.tmp_path, self.data_dir, self.tenants_file = tmp_path, data_dir, tenants_file
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = ""
-        self.starts = 0
-
-    @property
-    def log(self) -> str:
-        return "".join(p.read_text(errors="replace") for p in sorted(self.tmp_path.glob("server-*.log")))
-
-    def spawn(self) -> subprocess.Popen[bytes]:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.starts += 1
-        env = {
-            **os.environ,
-            "JOBQ_DATA_DIR": str(self.data_dir),
-            "JOBQ_TENANTS_FILE": str(self.tenants_file),
-            "JOBQ_PORT": str(port),
-            "JOBQ_RETRY_BASE_SECONDS": "0.05",
-            "JOBQ_LOG_LEVEL": "WARNING",
-            "JOBQ_SHUTDOWN_GRACE_SECONDS": "2",
-            "JOBQ_JOURNAL_COMPACT_BYTES": str(64 * 1024),  # snapshots happen under load, so a kill can hit one
-        }
-        with open(self.tmp_path / f"server-{self.starts}.log", "wb") as log:
-            return subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-    async def start(self, session: aiohttp.ClientSession) -> None:
-        """Start jobq and wait (bounded) until it answers /healthz."""
-        self.proc = self.spawn()
-        deadline = asyncio.get_running_loop().time() + 20
-        while True:
-            assert self.proc.poll() is None, f"jobq exited with {self.proc.returncode}:\n{self.log}"
-            assert asyncio.get_running_loop().time() < deadline, f"jobq did not come up:\n{self.log}"
-            try:
-                async with session.get(f"{self.url}/healthz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.05)
-
-    def kill(self) -> None:
-        assert self.proc is not None and self.proc.poll() is None, "jobq died before it was killed"
-        self.proc.send_signal(signal.SIGKILL)
-        assert self.proc.wait(timeout=10) == -signal.SIGKILL
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            raise
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    connector = aiohttp.TCPConnector(limit=50)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=10)) as session:
-        yield session
 
 
 async def list_all(session: aiohttp.ClientSession, url: str, key: str) -> dict[str, dict[str, Any]]:
@@ -150,7 +72,8 @@ async def test_kill_9_under_load_loses_no_acknowledged_job(tmp_path: Path, sessi
         "maxRunning": 5, "submitPerMinute": 1_000_000, "submitBurst": 1_000_000, "maxQueued": 1_000_000,
     }
     doc.write(tenants_file)
-    server = Server(tmp_path, data_dir, tenants_file)
+    # A small compaction threshold: snapshots happen under load, so the kill can hit one.
+    server = Server(tmp_path, data_dir, tenants_file, JOBQ_JOURNAL_COMPACT_BYTES=str(64 * 1024))
     await server.start(session)
 
     acked: dict[str, str] = {}
