@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +41,22 @@ class Snooze(Exception):
         self.seconds = float(seconds)
 
 
+class CancelFlag:
+    """Set when the attempt is cancelled (cancel, timeout, shutdown); cheap to
+    make, safe to read from a handler's thread."""
+
+    __slots__ = ("_set",)
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
 @dataclass
 class Context:
     """What a handler gets besides its job: the attempt number (with `job.jobId`,
@@ -53,7 +68,7 @@ class Context:
     logger: logging.LoggerAdapter[logging.Logger]
     _report: ProgressFn
     loop: asyncio.AbstractEventLoop
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    cancelled: CancelFlag = field(default_factory=CancelFlag)
 
     async def progress(self, fraction: float, message: str | None = None) -> None:
         """Record progress 0..1 on the job (and push it to dashboards)."""

@@ -104,7 +104,10 @@ class JobIndex:
         else:
             self.by_tenant.setdefault(job.tenant_id, {})[job.job_id] = None
         self.jobs[job.job_id] = job
-        self.counts.setdefault(job.tenant_id, Counter())[job.status] += 1
+        counts = self.counts.get(job.tenant_id)
+        if counts is None:
+            counts = self.counts[job.tenant_id] = Counter()
+        counts[job.status] += 1
         if job.status is Status.RUNNING:
             self.running.setdefault(job.tenant_id, {})[job.job_id] = job
         elif job.status in CLAIMABLE:

@@ -9,7 +9,6 @@ the change that caused them, so they are atomic with it.
 from __future__ import annotations
 
 import random
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -26,6 +25,7 @@ from models import (
     Status,
     Succeeded,
     check_transition,
+    new_id,
 )
 from rules import backoff_seconds
 from transaction import Transaction
@@ -46,7 +46,7 @@ class RetryPolicy:
 def move(job: Job, status: Status, now: datetime, **changes: object) -> Job:
     """The next version of `job` in `status`; raises `IllegalTransition`."""
     check_transition(job.status, status)
-    return replace(job, status=status, updated_at=now, **changes)  # type: ignore[arg-type]
+    return job.evolve(status=status, updated_at=now, **changes)
 
 
 def _end_attempt(job: Job, status: AttemptStatus, error: str | None, now: datetime) -> list[Attempt]:
@@ -59,7 +59,7 @@ def _end_attempt(job: Job, status: AttemptStatus, error: str | None, now: dateti
 def start_attempt(tx: Transaction, job: Job, worker_id: str, now: datetime, lease_seconds: float) -> Job:
     number = job.attempts + 1
     attempt = Attempt(
-        attempt_id=str(uuid.uuid4()),
+        attempt_id=new_id(),
         job_id=job.job_id,
         attempt=number,
         status=AttemptStatus.RUNNING,

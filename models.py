@@ -6,7 +6,9 @@ Python names are snake_case; camelCase and RFC 3339 timestamps exist only in
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+import uuid
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -70,8 +72,24 @@ def format_ts(value: datetime | None) -> str | None:
     """RFC 3339 UTC with milliseconds: 2026-11-24T09:30:00.123Z."""
     if value is None:
         return None
-    value = value.astimezone(UTC)
-    return f"{value:%Y-%m-%dT%H:%M:%S}.{value.microsecond // 1000:03d}Z"
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def new_id() -> str:
+    """A random (version 4) UUID string, from a pool of OS randomness: one
+    `getrandom` call per 256 ids instead of one per id."""
+    global _random_pool, _random_offset
+    if _random_offset >= len(_random_pool):
+        _random_pool, _random_offset = os.urandom(16 * 256), 0
+    raw = _random_pool[_random_offset : _random_offset + 16]
+    _random_offset += 16
+    return str(uuid.UUID(bytes=raw, version=4))
+
+
+_random_pool = b""
+_random_offset = 0
 
 
 def parse_ts(value: str | None) -> datetime | None:
@@ -175,6 +193,17 @@ class Job:
     uncounted_attempts: int = 0
     snoozes: int = 0
 
+    def evolve(self, **changes: Any) -> Job:
+        """A copy with `changes` applied; a cheaper `dataclasses.replace`."""
+        new = object.__new__(Job)
+        for name in _JOB_FIELDS:
+            setattr(new, name, getattr(self, name))
+        for name, value in changes.items():
+            if name not in _JOB_FIELD_SET:
+                raise TypeError(f"Job has no field {name!r}")
+            setattr(new, name, value)
+        return new
+
     @property
     def counted_attempts(self) -> int:
         return self.attempts - self.uncounted_attempts
@@ -265,6 +294,10 @@ class Job:
             uncounted_attempts=r.get("uncountedAttempts", 0),
             snoozes=r.get("snoozes", 0),
         )
+
+
+_JOB_FIELDS = tuple(f.name for f in fields(Job))
+_JOB_FIELD_SET = frozenset(_JOB_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,10 +10,10 @@ write leaves nothing behind: no phantom job, no remembered Idempotency-Key.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,7 +25,7 @@ from journal import DurableLog
 from lifecycle import RetryPolicy, cancel, retry_from_dlq, settle, start_attempt
 from lifecycle import first_unfinished_dependency as _first_unfinished
 from listing import decode_cursor, encode_cursor, matches
-from models import Failed, Job, ListQuery, NewJob, Outcome, Status, format_ts, to_ms
+from models import Failed, Job, ListQuery, NewJob, Outcome, Status, format_ts, new_id, to_ms
 from rules import waiting_reason
 from submission import build_jobs
 from transaction import JobListener, Transaction
@@ -35,11 +35,25 @@ logger = logging.getLogger(__name__)
 BULK_CHUNK = 1000
 
 
+
 @dataclass(frozen=True, slots=True)
 class IdemRequest:
     key: str
     fingerprint: str
     route: str
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """Jobs now `running` for the caller, and when that claim is durable.
+
+    The handlers may start before `durable` resolves: delivery is
+    at-least-once, and an outcome reported for these attempts is written after
+    the claim, so it can never be durable without it. If `durable` fails the
+    claim was undone and the attempts' outcomes will be refused as stale."""
+
+    jobs: list[Job]
+    durable: asyncio.Future[Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +72,7 @@ class Store(Protocol):
     ) -> SubmitResult: ...
     def get(self, job_id: str, tenant_id: str | None) -> Job | None: ...
     def list_jobs(self, query: ListQuery) -> tuple[list[Job], str | None]: ...
-    async def claim(self, now: datetime, limit: int, worker_id: str, lease_seconds: float) -> list[Job]: ...
+    async def claim(self, now: datetime, limit: int, worker_id: str, lease_seconds: float) -> Claimed: ...
     def heartbeat(self, job_id: str, attempt: int, lease_until: datetime) -> None: ...
     async def report_progress(
         self, job_id: str, attempt: int, fraction: float, message: str | None, now: datetime
@@ -134,7 +148,7 @@ class JsonStore:
             logger.warning("action=recover jobId=%s tenantId=%s attempt=%d", job.job_id, job.tenant_id, job.attempts)
             settled = settle(tx, job, Failed("interrupted: jobq stopped while this attempt ran"), now, self.policy)
             if settled.status is Status.RETRY:
-                tx.put(replace(settled, next_run_at=now))
+                tx.put(settled.evolve(next_run_at=now))
         await self._commit(tx)
 
     async def ready(self) -> bool:
@@ -168,7 +182,7 @@ class JsonStore:
         if self.index.active_count(tenant_id) + len(jobs) > max_queued:
             raise QueueFull(f"tenant has {max_queued} unfinished jobs, the most allowed", retry_after=5)
         new_jobs = build_jobs(
-            tenant_id, jobs, now, self.index.jobs.get, lambda: str(uuid.uuid4()), idem.key if idem else None
+            tenant_id, jobs, now, self.index.jobs.get, new_id, idem.key if idem else None
         )
         tx = Transaction(self.index)
         for job in new_jobs:
@@ -259,14 +273,17 @@ class JsonStore:
 
     # ---- the worker's side ---------------------------------------------
 
-    async def claim(self, now: datetime, limit: int, worker_id: str, lease_seconds: float) -> list[Job]:
+    async def claim(self, now: datetime, limit: int, worker_id: str, lease_seconds: float) -> Claimed:
         """Up to `limit` due jobs, now `running` under a lease: higher priority
-        (with aging) first, tenants served round-robin within their maxRunning."""
+        (with aging) first, tenants served round-robin within their maxRunning.
+        Returns without waiting for the write (see `Claimed`)."""
         now = to_ms(now)
         self.index.promote_due(now)
         tenants = self.index.tenants_with_ready()
         if not tenants or limit <= 0:
-            return []
+            nothing: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            nothing.set_result(None)
+            return Claimed([], nothing)
         self._rr = (self._rr + 1) % len(tenants)
         tenants = tenants[self._rr :] + tenants[: self._rr]
         tx = Transaction(self.index)
@@ -283,8 +300,7 @@ class JsonStore:
                     claimed.append(start_attempt(tx, job, worker_id, now, lease_seconds))
             if len(claimed) == before:
                 break
-        await self._commit(tx)
-        return claimed
+        return Claimed(claimed, tx.commit_nowait(self.log.commit, self._listeners))
 
     def _running_attempt(self, job_id: str, attempt: int) -> Job:
         job = self.index.jobs.get(job_id)
@@ -302,7 +318,7 @@ class JsonStore:
     ) -> None:
         job = self._running_attempt(job_id, attempt)
         tx = Transaction(self.index)
-        tx.put(replace(job, progress=fraction, progress_message=message, updated_at=to_ms(now)))
+        tx.put(job.evolve(progress=fraction, progress_message=message, updated_at=to_ms(now)))
         await self._commit(tx)
 
     async def finish(self, job_id: str, attempt: int, outcome: Outcome, now: datetime) -> Job:

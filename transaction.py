@@ -79,18 +79,36 @@ class Transaction:
         for undo in reversed(self._undo):
             undo()
 
+    def commit_nowait(self, commit_fn: CommitFn, listeners: list[JobListener]) -> asyncio.Future[list[Job]]:
+        """Queue the records now (so journal order is the order of changes) and
+        return a future of the changed jobs, resolved once they are durable
+        (listeners are told first). It fails with `StoreUnavailable`, with
+        everything undone, if the write fails."""
+        result: asyncio.Future[list[Job]] = asyncio.get_running_loop().create_future()
+        if self.empty:
+            result.set_result([])
+            return result
+        written = commit_fn(self._changes, self.rollback)
+        changed = list(self._jobs.values())
+
+        def on_written(future: asyncio.Future[None]) -> None:
+            error = future.exception()
+            if error is not None:
+                result.set_exception(error)
+                return
+            for job in changed:
+                for listener in listeners:
+                    try:
+                        listener(job)
+                    except Exception:
+                        # A broken listener must not turn a durable change into an error.
+                        logger.exception("action=listener_failed jobId=%s", job.job_id)
+            result.set_result(changed)
+
+        written.add_done_callback(on_written)
+        return result
+
     async def commit(self, commit_fn: CommitFn, listeners: list[JobListener]) -> list[Job]:
         """Durable when this returns; the changed jobs' final versions, in order.
         Raises `StoreUnavailable` with everything undone."""
-        if self.empty:
-            return []
-        await commit_fn(self._changes, self.rollback)
-        changed = list(self._jobs.values())
-        for job in changed:
-            for listener in listeners:
-                try:
-                    listener(job)
-                except Exception:
-                    # A broken listener must not turn a durable change into an error.
-                    logger.exception("action=listener_failed jobId=%s", job.job_id)
-        return changed
+        return await self.commit_nowait(commit_fn, listeners)

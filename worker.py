@@ -15,6 +15,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from clock import Clock
 from errors import StaleAttempt, StoreUnavailable
@@ -38,7 +39,8 @@ class _Running:
     last_beat: float
     handler_task: asyncio.Task[Outcome] | None = None
     runner: asyncio.Task[None] | None = None
-    stop_reason: str | None = field(default=None)  # "timeout" | "cancelled" | "shutdown"
+    stop_reason: str | None = field(default=None)  # "timeout" | "cancelled" | "shutdown" | "lost"
+    settling: bool = False  # the handler has ended; its outcome is being made durable
 
 
 class Worker:
@@ -83,7 +85,8 @@ class Worker:
 
     @property
     def active(self) -> int:
-        return len(self._running)
+        """Handlers running now (attempts whose outcome is being written do not count)."""
+        return sum(1 for running in self._running.values() if not running.settling)
 
     # ---- modes -----------------------------------------------------------
 
@@ -92,7 +95,7 @@ class Worker:
         slots and start the handlers. Returns the number of attempts started."""
         mono = self.clock.monotonic()
         for running in list(self._running.values()):
-            if mono >= running.deadline:
+            if mono >= running.deadline and not running.settling:
                 self._stop(running, "timeout")
         self._heartbeat(mono)
         now = self.clock.now()
@@ -103,16 +106,25 @@ class Worker:
             if mono - self._last_purge >= PURGE_EVERY_SECONDS:
                 await self.store.purge(now, self.retention_seconds)
                 self._last_purge = mono
-            free = self.concurrency - len(self._running)
+            free = self.concurrency - self.active
             if self._stopping or free <= 0:
                 return 0
-            jobs = await self.store.claim(now, free, self.worker_id, self.lease_seconds)
+            claimed = await self.store.claim(now, free, self.worker_id, self.lease_seconds)
         except StoreUnavailable as exc:
             logger.error("action=claim_failed error=%s", exc)
             return 0
-        for job in jobs:
-            self._start(job)
-        return len(jobs)
+        started = [self._start(job) for job in claimed.jobs]
+        if started:
+            claimed.durable.add_done_callback(lambda durable: self._claim_written(durable, started))
+        return len(started)
+
+    def _claim_written(self, durable: asyncio.Future[Any], started: list[_Running]) -> None:
+        """Stop the handlers of a claim that could not be written (it was undone)."""
+        error = durable.exception()
+        if error is not None:
+            logger.error("action=claim_failed jobs=%d error=%s", len(started), error)
+            for running in started:
+                self._stop(running, "lost")
 
     async def run_until_idle(self) -> None:
         """Run until nothing is due and nothing is running (time does not move)."""
@@ -132,10 +144,11 @@ class Worker:
         while not self._stopping:
             self._wake.clear()
             await self.run_once()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self._idle_wait())
-            except TimeoutError:
-                pass
+            if self._wake.is_set():
+                continue
+            timer = asyncio.get_running_loop().call_later(self._idle_wait(), self._wake.set)
+            await self._wake.wait()
+            timer.cancel()
 
     def _idle_wait(self) -> float:
         wait = MAX_IDLE_WAIT_SECONDS
@@ -164,7 +177,7 @@ class Worker:
 
     # ---- one attempt -----------------------------------------------------
 
-    def _start(self, job: Job) -> None:
+    def _start(self, job: Job) -> _Running:
         spec = self.registry.get(job.type)
         loop = asyncio.get_running_loop()
         log = logging.LoggerAdapter(
@@ -190,6 +203,7 @@ class Worker:
         else:
             running.handler_task = loop.create_task(execute(spec, job, ctx))
         running.runner = loop.create_task(self._settle(running))
+        return running
 
     @staticmethod
     async def _no_handler(job: Job) -> Outcome:
@@ -208,14 +222,18 @@ class Worker:
             try:
                 outcome = await running.handler_task
             except asyncio.CancelledError:
-                if running.stop_reason == "cancelled":
-                    return  # the store already holds the cancellation
+                if running.stop_reason in ("cancelled", "lost"):
+                    return  # the store already holds the cancellation, or never held the claim
                 if running.stop_reason == "timeout":
                     outcome = Failed(f"timed out after {job.timeout_seconds:g} s")
                 elif running.stop_reason == "shutdown":
                     outcome = Interrupted()
                 else:
                     raise
+            # The slot is free once the handler has ended: the next claim can
+            # share the journal write that makes this outcome durable.
+            running.settling = True
+            self._wake.set()
             await self.store.finish(job.job_id, job.attempts, outcome, self.clock.now())
         except StaleAttempt as exc:
             logger.warning("action=stale_completion jobId=%s attempt=%d detail=%s", job.job_id, job.attempts, exc)
@@ -223,7 +241,8 @@ class Worker:
             # The lease runs out and the attempt is retried: at-least-once.
             logger.error("action=finish_failed jobId=%s attempt=%d error=%s", job.job_id, job.attempts, exc)
         finally:
-            self._running.pop(job.job_id, None)
+            if self._running.get(job.job_id) is running:
+                del self._running[job.job_id]
             self._wake.set()
 
     def _heartbeat(self, mono: float) -> None:

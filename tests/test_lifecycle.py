@@ -121,7 +121,9 @@ async def test_attempt_past_its_timeout_is_cancelled_and_counts_as_failed(jobq: 
 
 async def test_expired_lease_of_a_dead_worker_is_a_failed_attempt(jobq: Harness) -> None:
     job = await jobq.submit()
-    [claimed] = await jobq.store.claim(jobq.clock.now(), 1, "ghost-worker", lease_seconds=30)
+    claim = await jobq.store.claim(jobq.clock.now(), 1, "ghost-worker", lease_seconds=30)
+    await claim.durable
+    [claimed] = claim.jobs
     jobq.clock.advance(31)
     await jobq.store.maintain(jobq.clock.now())
     reaped = await jobq.get(job["jobId"])
@@ -150,7 +152,7 @@ async def test_heartbeats_keep_a_long_attempt_alive(jobq: Harness) -> None:
 async def test_running_jobs_of_a_dead_process_are_recovered_at_start(make_harness: HarnessFactory) -> None:
     first = await make_harness()
     job = await first.submit(type="sleep", payload={"seconds": 30})
-    await first.store.claim(first.clock.now(), 1, "dead", lease_seconds=3600)
+    await (await first.store.claim(first.clock.now(), 1, "dead", lease_seconds=3600)).durable
     await first.store.close()  # like a crash: the attempt never finished
     second = await make_harness()
     recovered = await second.get(job["jobId"])
