@@ -39,7 +39,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created, job_id = raw.split("|", 1)
         created_at = parse_ts(created)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise BadRequest("cursor is not one this service issued") from None
     if created_at is None:
         raise BadRequest("cursor is not one this service issued")

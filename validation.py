@@ -68,7 +68,7 @@ def parse_timestamp(value: object) -> datetime | None:
     text = re.sub(r"\.(\d{6})\d+", r".\1", text)
     try:
         return datetime.fromisoformat(text).astimezone(UTC)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 shifted out of range
         return None
 
 
@@ -80,9 +80,10 @@ def check_url(value: object, field: str, errors: list[FieldError]) -> str | None
         return None
     try:
         url = URL(value)
+        has_host = bool(url.host)  # decoded lazily: a bad IDNA label raises UnicodeError here
     except (ValueError, TypeError):
-        url = None
-    if url is None or url.scheme not in ("http", "https") or not url.host:
+        url, has_host = None, False
+    if url is None or url.scheme not in ("http", "https") or not has_host:
         errors.append(FieldError(field, "an absolute http or https URL"))
         return None
     if url.user is not None or url.password is not None:
@@ -193,6 +194,8 @@ def parse_new_job(
 
 
 def parse_submit(body: Any, registry: Registry, defaults: SubmitDefaults, now: datetime) -> NewJob:
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
     job, errors = parse_new_job(body, registry, defaults, now)
     if job is None:
         raise ValidationFailed("the job is not valid", errors=errors)
@@ -246,7 +249,10 @@ def parse_list_query(params: Mapping[str, str], tenant_id: str | None, *, is_adm
     if unknown:
         raise BadRequest(f"unknown query parameter {unknown[0]!r}; known: {', '.join(sorted(LIST_PARAMS))}")
     raw_limit = params.get("limit", "50")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIST_LIMIT:
+    # isdigit() alone admits superscript and non-ASCII digits, which int() refuses
+    # (or reads), and int() of thousands of digits raises: ASCII, a few digits.
+    digits = raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 9
+    if not digits or not 1 <= int(raw_limit) <= MAX_LIST_LIMIT:
         raise BadRequest(f"limit must be an integer from 1 to {MAX_LIST_LIMIT}")
     if "tenant" in params and is_admin:
         tenant_id = params["tenant"]

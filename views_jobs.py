@@ -182,7 +182,8 @@ async def bulk(request: web.Request) -> web.Response:
     if ("filter" in body) == ("jobIds" in body):
         errors.append(FieldError("filter", "give either filter or jobIds"))
     job_ids = body.get("jobIds")
-    if job_ids is not None and (
+    # `"jobIds": null` must not fall through to "every job of the tenant".
+    if "jobIds" in body and (
         not isinstance(job_ids, list) or len(job_ids) > 10000 or not all(isinstance(i, str) for i in job_ids)
     ):
         errors.append(FieldError("jobIds", "a list of at most 10000 job ids"))
