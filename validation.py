@@ -243,6 +243,14 @@ def parse_statuses(raw: str | None, field: str = "status") -> frozenset[Status] 
 LIST_PARAMS = frozenset({"status", "type", "q", "limit", "cursor", "tenant"})
 
 
+def _query_statuses(raw: str | None) -> frozenset[Status] | None:
+    """`status` in a query string: like the other parameters, a 400 when wrong."""
+    try:
+        return parse_statuses(raw)
+    except ValidationFailed as exc:
+        raise BadRequest(f"{exc.detail}; status is one or more of " + ", ".join(s.value for s in Status)) from None
+
+
 def parse_list_query(params: Mapping[str, str], tenant_id: str | None, *, is_admin: bool) -> ListQuery:
     """`GET /jobs` query string; `limit` outside 1-500 is a 400 (SPEC §4)."""
     unknown = sorted(set(params) - LIST_PARAMS)
@@ -261,7 +269,7 @@ def parse_list_query(params: Mapping[str, str], tenant_id: str | None, *, is_adm
         raise BadRequest("q is at most 200 characters")
     return ListQuery(
         tenant_id=tenant_id,
-        statuses=parse_statuses(params.get("status")),
+        statuses=_query_statuses(params.get("status")),
         type=params.get("type") or None,
         q=q,
         limit=int(raw_limit),

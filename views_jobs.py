@@ -20,6 +20,7 @@ from errors import (
     PayloadTooLarge,
     RateLimited,
     ShuttingDown,
+    StoreUnavailable,
     UnsupportedMediaType,
     ValidationFailed,
 )
@@ -204,9 +205,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
+    """200 when the store can make a change durable now; a 503 problem otherwise."""
     services = services_of(request)
     if services.shutting_down:
-        return json_response({"status": "shutting down"}, status=503, headers={"Retry-After": "5"})
+        raise ShuttingDown("jobq is shutting down", retry_after=5)
     if not await services.store.ready():
-        return json_response({"status": "store not writable"}, status=503, headers={"Retry-After": "5"})
+        raise StoreUnavailable("the data directory is not writable", retry_after=5)
     return json_response({"status": "ready"})
