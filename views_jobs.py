@@ -149,24 +149,24 @@ async def get_job(request: web.Request) -> web.Response:
 # ---- operator actions ---------------------------------------------------
 
 
-@routes.post("/jobs/{job_id}/cancel")
-async def cancel_job(request: web.Request) -> web.Response:
+async def _operator_action(request: web.Request, action: str) -> web.Response:
     services = services_of(request)
     principal = require_writer(request)
-    job = await services.store.cancel(
-        request.match_info["job_id"], principal.tenant_id, principal.actor, services.clock.now()
-    )
+    operation = services.store.cancel if action == "cancel" else services.store.retry
+    job = await operation(request.match_info["job_id"], principal.tenant_id, principal.actor, services.clock.now())
     return json_response(render_job(services, job))
+
+
+@routes.post("/jobs/{job_id}/cancel")
+async def cancel_job(request: web.Request) -> web.Response:
+    """Cancel a job that has not ended (a running handler is cancelled); 409 once it has."""
+    return await _operator_action(request, "cancel")
 
 
 @routes.post("/jobs/{job_id}/retry")
 async def retry_job(request: web.Request) -> web.Response:
-    services = services_of(request)
-    principal = require_writer(request)
-    job = await services.store.retry(
-        request.match_info["job_id"], principal.tenant_id, principal.actor, services.clock.now()
-    )
-    return json_response(render_job(services, job))
+    """Move a `fatal` job back to `queued`; 409 for any other status."""
+    return await _operator_action(request, "retry")
 
 
 @routes.post("/jobs/bulk")
