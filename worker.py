@@ -10,6 +10,7 @@ running; `run()` is the service loop, woken at once by new work.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -31,16 +32,21 @@ PURGE_EVERY_SECONDS = 60.0
 MAX_IDLE_WAIT_SECONDS = 1.0
 
 
+@functools.cache
+def _handler_logger(job_type: str) -> logging.Logger:
+    return logging.getLogger(f"jobq.handler.{job_type}")
+
+
 @dataclass
 class _Running:
     job: Job
     ctx: Context
     deadline: float  # on clock.monotonic()
     last_beat: float
-    handler_task: asyncio.Task[Outcome] | None = None
-    runner: asyncio.Task[None] | None = None
+    task: asyncio.Task[None] | None = None
     stop_reason: str | None = field(default=None)  # "timeout" | "cancelled" | "shutdown" | "lost"
-    settling: bool = False  # the handler has ended; its outcome is being made durable
+    started: bool = False
+    handler_done: bool = False
 
 
 class Worker:
@@ -62,7 +68,8 @@ class Worker:
         self.lease_seconds = lease_seconds
         self.retention_seconds = retention_seconds
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
-        self._running: dict[str, _Running] = {}
+        self._running: dict[str, _Running] = {}  # attempts whose handler runs now, by job id
+        self._settling: set[asyncio.Task[None]] = set()  # attempts whose outcome is being written
         self._wake = asyncio.Event()
         self._stopping = False
         self._last_maintain = float("-inf")
@@ -86,7 +93,7 @@ class Worker:
     @property
     def active(self) -> int:
         """Handlers running now (attempts whose outcome is being written do not count)."""
-        return sum(1 for running in self._running.values() if not running.settling)
+        return len(self._running)
 
     # ---- modes -----------------------------------------------------------
 
@@ -95,7 +102,7 @@ class Worker:
         slots and start the handlers. Returns the number of attempts started."""
         mono = self.clock.monotonic()
         for running in list(self._running.values()):
-            if mono >= running.deadline and not running.settling:
+            if mono >= running.deadline:
                 self._stop(running, "timeout")
         self._heartbeat(mono)
         now = self.clock.now()
@@ -131,12 +138,16 @@ class Worker:
         self._last_maintain = float("-inf")
         while True:
             started = await self.run_once()
-            if self._running:
-                runners = [r.runner for r in self._running.values() if r.runner is not None]
-                await asyncio.wait(runners, return_when=asyncio.FIRST_COMPLETED)
+            tasks = self._tasks()
+            if tasks:
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 continue
             if started == 0:
                 return
+
+    def _tasks(self) -> list[asyncio.Task[None]]:
+        """Every attempt still in this worker's hands: running or being settled."""
+        return [r.task for r in self._running.values() if r.task is not None] + list(self._settling)
 
     async def run(self) -> None:
         """The service loop, until `stop()`."""
@@ -165,25 +176,21 @@ class Worker:
         release the rest as `interrupted` (back to queued, not counted)."""
         self._stopping = True
         self._wake.set()
-        runners = [r.runner for r in self._running.values() if r.runner is not None]
-        if runners:
-            logger.info("action=drain running=%d graceSeconds=%g", len(runners), grace_seconds)
-            await asyncio.wait(runners, timeout=grace_seconds)
+        tasks = self._tasks()
+        if tasks:
+            logger.info("action=drain running=%d graceSeconds=%g", len(tasks), grace_seconds)
+            await asyncio.wait(tasks, timeout=grace_seconds)
         for running in list(self._running.values()):
             self._stop(running, "shutdown")
-        remaining = [r.runner for r in self._running.values() if r.runner is not None]
+        remaining = self._tasks()
         if remaining:
             await asyncio.wait(remaining)
 
     # ---- one attempt -----------------------------------------------------
 
     def _start(self, job: Job) -> _Running:
-        spec = self.registry.get(job.type)
-        loop = asyncio.get_running_loop()
-        log = logging.LoggerAdapter(
-            logging.getLogger(f"jobq.handler.{job.type}"), {"jobId": job.job_id, "attempt": job.attempts}
-        )
         attempt = job.attempts
+        log = logging.LoggerAdapter(_handler_logger(job.type), {"jobId": job.job_id, "attempt": attempt})
 
         async def report(fraction: float, message: str | None) -> None:
             try:
@@ -191,6 +198,7 @@ class Worker:
             except StaleAttempt:
                 log.info("progress from a stale attempt ignored")
 
+        loop = asyncio.get_running_loop()
         ctx = Context(job.job_id, attempt, log, report, loop)
         mono = self.clock.monotonic()
         running = _Running(job, ctx, deadline=mono + job.timeout_seconds, last_beat=mono)
@@ -198,42 +206,46 @@ class Worker:
         logger.info(
             "action=start jobId=%s tenantId=%s attempt=%d type=%s", job.job_id, job.tenant_id, attempt, job.type
         )
-        if spec is None:
-            running.handler_task = loop.create_task(self._no_handler(job))
-        else:
-            running.handler_task = loop.create_task(execute(spec, job, ctx))
-        running.runner = loop.create_task(self._settle(running))
+        running.task = loop.create_task(self._attempt(running))
         return running
 
-    @staticmethod
-    async def _no_handler(job: Job) -> Outcome:
-        return Failed(f"no handler is registered for type {job.type!r}", permanent=True)
-
     def _stop(self, running: _Running, reason: str) -> None:
-        if running.stop_reason is None and running.handler_task is not None:
+        """Cancel the attempt's handler, if it still runs, remembering why."""
+        if running.stop_reason is None and not running.handler_done and running.task is not None:
             running.stop_reason = reason
             running.ctx.cancelled.set()
-            running.handler_task.cancel()
+            if running.started:  # a task cancelled before its first step would skip our handling
+                running.task.cancel()
 
-    async def _settle(self, running: _Running) -> None:
+    async def _attempt(self, running: _Running) -> None:
+        """Run one attempt's handler, then report its outcome. One task per
+        attempt: `_stop` cancels it while the handler runs, and the cancel is
+        turned into the outcome its reason calls for."""
         job = running.job
-        assert running.handler_task is not None
+        running.started = True
+        outcome: Outcome | None
         try:
-            try:
-                outcome = await running.handler_task
-            except asyncio.CancelledError:
-                if running.stop_reason in ("cancelled", "lost"):
-                    return  # the store already holds the cancellation, or never held the claim
-                if running.stop_reason == "timeout":
-                    outcome = Failed(f"timed out after {job.timeout_seconds:g} s")
-                elif running.stop_reason == "shutdown":
-                    outcome = Interrupted()
-                else:
-                    raise
-            # The slot is free once the handler has ended: the next claim can
-            # share the journal write that makes this outcome durable.
-            running.settling = True
-            self._wake.set()
+            if running.stop_reason is not None:
+                raise asyncio.CancelledError  # stopped before it began
+            outcome = await self._run_handler(job, running.ctx)
+        except asyncio.CancelledError:
+            if running.stop_reason is None:
+                raise  # not ours: the loop itself is going away
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                current.uncancel()
+            outcome = self._outcome_of_stop(running)
+        finally:
+            running.handler_done = True
+            if self._running.get(job.job_id) is running:
+                del self._running[job.job_id]
+            self._wake.set()  # the slot is free: the next claim can share this outcome's write
+        if outcome is None:
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._settling.add(task)
+        try:
             await self.store.finish(job.job_id, job.attempts, outcome, self.clock.now())
         except StaleAttempt as exc:
             logger.warning("action=stale_completion jobId=%s attempt=%d detail=%s", job.job_id, job.attempts, exc)
@@ -241,9 +253,24 @@ class Worker:
             # The lease runs out and the attempt is retried: at-least-once.
             logger.error("action=finish_failed jobId=%s attempt=%d error=%s", job.job_id, job.attempts, exc)
         finally:
-            if self._running.get(job.job_id) is running:
-                del self._running[job.job_id]
+            self._settling.discard(task)
             self._wake.set()
+
+    async def _run_handler(self, job: Job, ctx: Context) -> Outcome:
+        spec = self.registry.get(job.type)
+        if spec is None:
+            return Failed(f"no handler is registered for type {job.type!r}", permanent=True)
+        return await execute(spec, job, ctx)
+
+    @staticmethod
+    def _outcome_of_stop(running: _Running) -> Outcome | None:
+        """What a stopped attempt ended with; None when the store already knows
+        (a cancelled job) or never knew (a claim whose write failed)."""
+        if running.stop_reason == "timeout":
+            return Failed(f"timed out after {running.job.timeout_seconds:g} s")
+        if running.stop_reason == "shutdown":
+            return Interrupted()
+        return None
 
     def _heartbeat(self, mono: float) -> None:
         lease_until = self.clock.now() + timedelta(seconds=self.lease_seconds)
