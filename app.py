@@ -82,7 +82,8 @@ def create_app(
         await task
 
     app.cleanup_ctx.append(close_store)
-    if run_worker and settings.worker_concurrency > 0:
+    if run_worker:
+        # Also with concurrency 0 (API only): it still expires and purges jobs.
         app.cleanup_ctx.append(run_worker_loop)
     return app
 

@@ -72,9 +72,18 @@ def format_ts(value: datetime | None) -> str | None:
     """RFC 3339 UTC with milliseconds: 2026-11-24T09:30:00.123Z."""
     if value is None:
         return None
-    if value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
-    return value.isoformat(timespec="milliseconds")[:-6] + "Z"
+    text = _formatted.get(value)
+    if text is None:
+        if len(_formatted) >= 100_000:
+            _formatted.clear()
+        utc = value if value.tzinfo is UTC else value.astimezone(UTC)
+        text = _formatted[value] = utc.isoformat(timespec="milliseconds")[:-6] + "Z"
+    return text
+
+
+# The same instants are formatted again and again (a job's createdAt in every
+# version of its record); remembering them halves the cost of a record.
+_formatted: dict[datetime, str] = {}
 
 
 def new_id() -> str:
@@ -192,6 +201,8 @@ class Job:
     # shutdown, snoozed, or made before a retry from the DLQ.
     uncounted_attempts: int = 0
     snoozes: int = 0
+    # The stored form, made once per version (jobs are replaced, not mutated).
+    cached_record: dict[str, JSON] | None = field(default=None, repr=False, compare=False)
 
     def evolve(self, **changes: Any) -> Job:
         """A copy with `changes` applied; a cheaper `dataclasses.replace`."""
@@ -202,6 +213,7 @@ class Job:
             if name not in _JOB_FIELD_SET:
                 raise TypeError(f"Job has no field {name!r}")
             setattr(new, name, value)
+        new.cached_record = None
         return new
 
     @property
@@ -213,28 +225,33 @@ class Job:
         return self.status in TERMINAL
 
     def to_record(self) -> dict[str, JSON]:
-        """The stored form: the API fields plus the internal counters."""
-        record = self._common()
-        record["uncountedAttempts"] = self.uncounted_attempts
-        record["snoozes"] = self.snoozes
-        return record
+        """The stored form: the API fields plus the internal counters. Made once
+        per version and shared: callers must not change it."""
+        if self.cached_record is None:
+            self.cached_record = self._record()
+        return self.cached_record
 
     def to_api(self, waiting_reason: str | None, with_history: bool = False) -> dict[str, JSON]:
-        """The job as the HTTP API shows it (SPEC §2)."""
-        body = self._common()
+        """The job as the HTTP API shows it (SPEC §2): a fresh dict."""
+        body = {k: v for k, v in self.to_record().items() if k not in _INTERNAL_FIELDS}
         body["waitingReason"] = waiting_reason
         if not with_history:
             del body["attemptHistory"]
         return body
 
-    def _common(self) -> dict[str, JSON]:
+    def renew_lease(self, lease_expires_at: datetime) -> None:
+        """The one change made in place: a heartbeat (leases are not stored)."""
+        self.lease_expires_at = lease_expires_at
+        self.cached_record = None
+
+    def _record(self) -> dict[str, JSON]:
         return {
             "jobId": self.job_id,
             "tenantId": self.tenant_id,
             "type": self.type,
             "payload": self.payload,
             "payloadHash": self.payload_hash,
-            "status": self.status.value,
+            "status": self.status,  # a StrEnum: orjson writes its value
             "priority": self.priority,
             "attempts": self.attempts,
             "maxAttempts": self.max_attempts,
@@ -255,6 +272,8 @@ class Job:
             "finishedAt": format_ts(self.finished_at),
             "attemptHistory": [a.to_record() for a in self.attempt_history],
             "operatorActions": [a.to_record() for a in self.operator_actions],
+            "uncountedAttempts": self.uncounted_attempts,
+            "snoozes": self.snoozes,
         }
 
     @classmethod
@@ -293,10 +312,12 @@ class Job:
             operator_actions=[OperatorAction.from_record(a) for a in r.get("operatorActions") or []],
             uncounted_attempts=r.get("uncountedAttempts", 0),
             snoozes=r.get("snoozes", 0),
+            cached_record=r,
         )
 
 
 _JOB_FIELDS = tuple(f.name for f in fields(Job))
+_INTERNAL_FIELDS = frozenset({"uncountedAttempts", "snoozes"})
 _JOB_FIELD_SET = frozenset(_JOB_FIELDS)
 
 
