@@ -91,8 +91,8 @@ class DurableLog:
         self._journal_size = 0
         self._dirty = False  # the journal may hold bytes of a failed commit
         self._pending: list[_Pending] = []
-        self._wake = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
+        self._writing: asyncio.Future[None] | None = None  # the write in the journal thread
+        self._idle: asyncio.Future[None] | None = None  # close() waits on it
         self._compacting: asyncio.Future[None] | None = None
         self._io = ThreadPoolExecutor(1, thread_name_prefix="jobq-journal")
         self._bg = ThreadPoolExecutor(1, thread_name_prefix="jobq-snapshot")
@@ -240,9 +240,6 @@ class DurableLog:
 
     # ---- commits --------------------------------------------------------
 
-    def start(self) -> None:
-        self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="jobq-journal")
-
     def commit(self, changes: Changes, undo: Undo) -> asyncio.Future[None]:
         """Queue one atomic change; the future resolves once it is on disk.
 
@@ -255,24 +252,27 @@ class DurableLog:
             raise StoreUnavailable("the store is closing", retry_after=5)
         entries = [(k, encode_entry(k, v), v is None) for k, v in changes.items()]
         self._pending.append(_Pending(entries, undo, future))
-        self._wake.set()
+        if self._writing is None:
+            self._write_pending()
         return future
 
-    async def _write_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while not (self._closing and not self._pending):
-            await self._wake.wait()
-            self._wake.clear()
-            if not self._pending:
-                continue
-            batch, self._pending = self._pending, []
-            data = b"".join(encode_line([entry for _, entry, _ in p.entries]) for p in batch)
-            try:
-                await loop.run_in_executor(self._io, self._append, data)
-            except OSError as exc:
-                self._fail([*batch, *self._pending], exc)
-                self._pending = []
-                continue
+    def _write_pending(self) -> None:
+        """Hand every queued change to the journal thread as one write and one
+        fsync; changes queued meanwhile wait for the next (group commit)."""
+        batch, self._pending = self._pending, []
+        data = b"".join(encode_line([entry for _, entry, _ in p.entries]) for p in batch)
+        self._writing = asyncio.get_running_loop().run_in_executor(self._io, self._append, data)
+        self._writing.add_done_callback(lambda written: self._written(written, batch))
+
+    def _written(self, written: asyncio.Future[None], batch: list[_Pending]) -> None:
+        self._writing = None
+        error = written.exception()
+        if isinstance(error, OSError):
+            self._fail([*batch, *self._pending], error)
+            self._pending = []
+        elif error is not None:
+            raise error
+        else:
             for pending in batch:
                 for key, entry, deleted in pending.entries:
                     if deleted:
@@ -284,6 +284,10 @@ class DurableLog:
             self.commits += len(batch)
             if self._journal_size >= self.compact_bytes and self._compacting is None:
                 self._start_compaction()
+        if self._pending:
+            self._write_pending()
+        elif self._idle is not None and not self._idle.done():
+            self._idle.set_result(None)
 
     def _append(self, data: bytes) -> None:
         """Runs in the journal thread: make `data` durable at the journal's end."""
@@ -392,10 +396,9 @@ class DurableLog:
     async def close(self) -> None:
         """Write what is queued, wait for a running snapshot, release the lock."""
         self._closing = True
-        if self._writer is not None:
-            self._wake.set()
-            await self._writer
-            self._writer = None
+        if self._writing is not None:
+            self._idle = asyncio.get_running_loop().create_future()
+            await self._idle
         if self._compacting is not None:
             try:
                 await self._compacting

@@ -143,7 +143,6 @@ class JsonStore:
         # Everything loaded lives long: keep the cyclic GC from rescanning it
         # (a full collection over 100k jobs is a pause of ~150 ms).
         gc.freeze()
-        self.log.start()
         await self._recover_running(to_ms(now))
 
     async def _recover_running(self, now: datetime) -> None:
