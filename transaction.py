@@ -95,15 +95,9 @@ class Transaction:
             error = future.exception()
             if error is not None:
                 result.set_exception(error)
-                return
-            for job in changed:
-                for listener in listeners:
-                    try:
-                        listener(job)
-                    except Exception:
-                        # A broken listener must not turn a durable change into an error.
-                        logger.exception("action=listener_failed jobId=%s", job.job_id)
-            result.set_result(changed)
+            else:
+                _publish(changed, listeners)
+                result.set_result(changed)
 
         written.add_done_callback(on_written)
         return result
@@ -111,4 +105,19 @@ class Transaction:
     async def commit(self, commit_fn: CommitFn, listeners: list[JobListener]) -> list[Job]:
         """Durable when this returns; the changed jobs' final versions, in order.
         Raises `StoreUnavailable` with everything undone."""
-        return await self.commit_nowait(commit_fn, listeners)
+        if self.empty:
+            return []
+        await commit_fn(self._changes, self.rollback)
+        changed = list(self._jobs.values())
+        _publish(changed, listeners)
+        return changed
+
+
+def _publish(changed: list[Job], listeners: list[JobListener]) -> None:
+    for job in changed:
+        for listener in listeners:
+            try:
+                listener(job)
+            except Exception:
+                # A broken listener must not turn a durable change into an error.
+                logger.exception("action=listener_failed jobId=%s", job.job_id)
