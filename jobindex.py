@@ -82,6 +82,10 @@ class JobIndex:
         self.aging_seconds = aging_seconds
         self.jobs: dict[str, Job] = {}
         self.by_tenant: dict[str, dict[str, None]] = {}
+        # Job ids per (tenant, status), and each job's place in creation order,
+        # so a status filter need not scan every job.
+        self.by_status: dict[tuple[str, Status], dict[str, None]] = {}
+        self._order: dict[str, int] = {}
         self.counts: dict[str, Counter[Status]] = {}
         self.running: dict[str, dict[str, Job]] = {}
         # Due claimable jobs per tenant, in claim order: (claim key, seq, job id).
@@ -103,11 +107,16 @@ class JobIndex:
             self._unindex(old)
         else:
             self.by_tenant.setdefault(job.tenant_id, {})[job.job_id] = None
+            self._order[job.job_id] = next(self._seq)
         self.jobs[job.job_id] = job
         counts = self.counts.get(job.tenant_id)
         if counts is None:
             counts = self.counts[job.tenant_id] = Counter()
         counts[job.status] += 1
+        in_status = self.by_status.get((job.tenant_id, job.status))
+        if in_status is None:
+            in_status = self.by_status[(job.tenant_id, job.status)] = {}
+        in_status[job.job_id] = None
         if job.status is Status.RUNNING:
             self.running.setdefault(job.tenant_id, {})[job.job_id] = job
         elif job.status in CLAIMABLE:
@@ -126,12 +135,14 @@ class JobIndex:
         self._unindex(old)
         tenant_jobs = self.by_tenant.get(old.tenant_id, {})
         tenant_jobs.pop(job_id, None)
+        self._order.pop(job_id, None)
         self.dependents.pop(job_id, None)
         return old
 
     def _unindex(self, old: Job) -> None:
         counts = self.counts[old.tenant_id]
         counts[old.status] -= 1
+        del self.by_status[(old.tenant_id, old.status)][old.job_id]
         entry = self._ready_entry.pop(old.job_id, None)
         if entry is not None:
             self.ready[old.tenant_id].remove(entry)
@@ -223,11 +234,24 @@ class JobIndex:
             n for status, n in counts.items() if status not in (Status.SUCCEEDED, Status.FATAL, Status.CANCELLED)
         )
 
-    def newest_first(self, tenant_id: str | None) -> Iterator[Job]:
-        if tenant_id is None:
-            ids: Iterator[str] = reversed(self.jobs)
-        else:
-            ids = reversed(self.by_tenant.get(tenant_id, {}))
+    def newest_first(self, tenant_id: str | None, statuses: frozenset[Status] | None = None) -> Iterator[Job]:
+        """The tenant's jobs (every job for None), newest first. With
+        `statuses`, only those are promised: when they are few (under an
+        eighth of the jobs) they come from the status index, sorted; otherwise
+        from a scan, where the caller's filter finds them densely."""
         jobs = self.jobs
-        for job_id in ids:
+        if statuses:
+            tenants = list(self.by_tenant) if tenant_id is None else [tenant_id]
+            groups = [self.by_status.get((t, s), {}) for t in tenants for s in statuses]
+            scope = len(jobs) if tenant_id is None else len(self.by_tenant.get(tenant_id, {}))
+            if sum(map(len, groups)) * 8 <= scope:
+                ids = sorted((i for group in groups for i in group), key=self._order.__getitem__, reverse=True)
+                for job_id in ids:
+                    yield jobs[job_id]
+                return
+        if tenant_id is None:
+            every: Iterator[str] = reversed(jobs)
+        else:
+            every = reversed(self.by_tenant.get(tenant_id, {}))
+        for job_id in every:
             yield jobs[job_id]

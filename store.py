@@ -229,7 +229,7 @@ class JsonStore:
         found: list[Job] = []
         after = decode_cursor(query.cursor) if query.cursor else None
         passed = after is None
-        for job in self.index.newest_first(query.tenant_id):
+        for job in self.index.newest_first(query.tenant_id, query.statuses):
             if not passed:
                 assert after is not None
                 if job.job_id == after[1]:
@@ -408,7 +408,7 @@ class JsonStore:
         if job_ids is not None:
             targets = [j for j in (self.get(i, query.tenant_id) for i in dict.fromkeys(job_ids)) if j is not None]
         else:
-            targets = [j for j in self.index.newest_first(query.tenant_id) if matches(j, query)]
+            targets = [j for j in self.index.newest_first(query.tenant_id, query.statuses) if matches(j, query)]
         changed = 0
         for start in range(0, len(targets), BULK_CHUNK):
             tx = Transaction(self.index)

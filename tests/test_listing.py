@@ -73,3 +73,25 @@ async def test_bulk_never_touches_another_tenant(jobq: Harness) -> None:
     )
     assert (await everything.json())["matched"] == 0
     assert (await jobq.get(theirs["jobId"], "globex"))["status"] == "queued"
+
+
+async def test_rare_status_pages_newest_first_from_the_status_index(jobq: Harness) -> None:
+    dead = []
+    for n in range(40):
+        if n % 10 == 3:
+            dead.append((await jobq.submit(type="fail", payload={"times": 1, "permanent": True}))["jobId"])
+        else:
+            await jobq.submit(delaySeconds=600, payload={"n": n})
+        jobq.clock.advance(0.001)
+    await jobq.drain()
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await _list(jobq, "?status=fatal&limit=3" + (f"&cursor={cursor}" if cursor else ""))
+        seen.extend(j["jobId"] for j in page["jobs"])
+        cursor = page["nextCursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(dead))
+    admin = await _list(jobq, "?status=fatal", who="admin")
+    assert [j["jobId"] for j in admin["jobs"]] == list(reversed(dead))
