@@ -8,6 +8,7 @@ entry point and by the tests alike. Nothing imports this module.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -136,6 +137,7 @@ async def serve(settings: Settings) -> int:
     except OSError as exc:
         print(f"jobq: cannot use the data directory {settings.data_dir}: {exc}", file=sys.stderr)
         return 2
+    tune_gc()
     app = create_app(settings, store, clock, tenants=tenants)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
@@ -153,6 +155,15 @@ async def serve(settings: Settings) -> int:
     await runner.cleanup()
     logger.info("action=stopped")
     return 0
+
+
+def tune_gc() -> None:
+    """jobq keeps every job in memory, so a full collection of the cyclic GC
+    walks millions of objects (~150 ms at 100k jobs, a pause of every
+    request). Young collections stay frequent, full ones become rare, and
+    everything loaded at start is frozen out of them (Instagram's recipe)."""
+    gc.set_threshold(50_000, 50, 100)
+    gc.freeze()
 
 
 async def wait_for_signal() -> None:

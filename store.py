@@ -140,9 +140,6 @@ class JsonStore:
         self.log.load(decode)
         for job in sorted(jobs, key=lambda j: j.created_at):
             self.index.put(job)
-        # Everything loaded lives long: keep the cyclic GC from rescanning it
-        # (a full collection over 100k jobs is a pause of ~150 ms).
-        gc.freeze()
         await self._recover_running(to_ms(now))
 
     async def _recover_running(self, now: datetime) -> None:
