@@ -7,7 +7,6 @@ Python names are snake_case; camelCase and RFC 3339 timestamps exist only in
 from __future__ import annotations
 
 import os
-import uuid
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -92,9 +91,12 @@ def new_id() -> str:
     global _random_pool, _random_offset
     if _random_offset >= len(_random_pool):
         _random_pool, _random_offset = os.urandom(16 * 256), 0
-    raw = _random_pool[_random_offset : _random_offset + 16]
+    raw = bytearray(_random_pool[_random_offset : _random_offset + 16])
     _random_offset += 16
-    return str(uuid.UUID(bytes=raw, version=4))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 _random_pool = b""

@@ -125,3 +125,17 @@ def test_failure_window_blocks_after_limit_until_the_minute_ends() -> None:
 def test_no_module_shadows_the_standard_library() -> None:
     ours = {p.stem for p in ROOT.glob("*.py")}
     assert not ours & set(sys.stdlib_module_names)
+
+
+def test_new_ids_are_random_version_4_uuids() -> None:
+    import uuid
+
+    from models import new_id
+
+    ids = [new_id() for _ in range(600)]  # more than one pool of randomness
+    assert len(set(ids)) == len(ids)
+    for value in ids:
+        parsed = uuid.UUID(value)
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+        assert str(parsed) == value
