@@ -252,6 +252,8 @@ class Worker:
         except StoreUnavailable as exc:
             # The lease runs out and the attempt is retried: at-least-once.
             logger.error("action=finish_failed jobId=%s attempt=%d error=%s", job.job_id, job.attempts, exc)
+        except Exception:
+            logger.exception("action=finish_crashed jobId=%s attempt=%d", job.job_id, job.attempts)
         finally:
             self._settling.discard(task)
             self._wake.set()

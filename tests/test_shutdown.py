@@ -68,3 +68,19 @@ async def test_sigterm_drains_then_releases_and_exits_zero(tmp_path: Path, sessi
         assert released["attempts"] <= 2
     finally:
         assert server.stop() == 0
+
+
+async def test_a_second_signal_exits_at_once(tmp_path: Path, session: aiohttp.ClientSession) -> None:
+    doc = TenantsDoc()
+    key = doc.add_tenant("acme")
+    doc.write(tmp_path / "tenants.json")
+    server = Server(tmp_path, tmp_path / "data", tmp_path / "tenants.json", JOBQ_SHUTDOWN_GRACE_SECONDS="60")
+    await server.start(session)
+    job = await (await _submit(session, server, key, {"type": "sleep", "payload": {"seconds": 60}})).json()
+    await _wait_status(session, server, key, job["jobId"], "running")
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGTERM)
+    await asyncio.sleep(0.2)
+    assert server.proc.poll() is None  # draining: the sleep job has 60 s of grace
+    server.proc.send_signal(signal.SIGINT)
+    assert server.proc.wait(timeout=5) != 0
