@@ -20,7 +20,6 @@ import asyncio
 import fcntl
 import logging
 import os
-import re
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -39,7 +38,6 @@ SNAPSHOT_NAME = "jobs.json"
 LOCK_NAME = "jobs.lock"
 JOURNAL_PREFIX = "jobs.journal."
 FORMAT = "jobq-store"
-_SNAPSHOT_HEADER = re.compile(rb'\{"format":"jobq-store","version":1,"generation":(\d+),"records":\[')
 VERSION = 1
 
 Changes = dict[str, Any]  # key -> JSON value, or None to delete
@@ -88,7 +86,6 @@ class DurableLog:
         self.compact_bytes = compact_bytes
         self._lock_fd: int | None = None
         self._committed: dict[str, bytes] = {}
-        self._snapshot_entries: dict[str, bytes] = {}  # encoded as read from jobs.json, while loading
         self._generation = 0
         self._journal_fd: int | None = None
         self._journal_size = 0
@@ -126,9 +123,7 @@ class DurableLog:
         records, snapshot_generation, journals = self.read_all()
         if check is not None:
             check(records)
-        known = self._snapshot_entries
-        self._committed = {k: known.get(k) or encode_entry(k, v) for k, v in records.items()}
-        self._snapshot_entries = {}
+        self._committed = {k: encode_entry(k, v) for k, v in records.items()}
         self._generation = max([snapshot_generation, *journals]) + 1
         atomic_write(
             self.fs, self.snapshot_path, self._snapshot_chunks(self._generation - 1, list(self._committed.values()))
@@ -187,15 +182,8 @@ class DurableLog:
         if not path.exists():
             return {}, 0
         try:
-            raw = self.fs.read_bytes(path)
-        except OSError as exc:
-            raise CorruptStore(f"{path} cannot be read ({exc}); it was left untouched") from exc
-        fast = self._read_snapshot_lines(raw)
-        if fast is not None:
-            return fast
-        try:
-            doc = orjson.loads(raw)
-        except ValueError as exc:
+            doc = orjson.loads(self.fs.read_bytes(path))
+        except (OSError, ValueError) as exc:
             raise CorruptStore(f"{path} cannot be read ({exc}); it was left untouched") from exc
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise CorruptStore(f"{path} is not a jobq store file; it was left untouched")
@@ -212,34 +200,6 @@ class DurableLog:
                 raise CorruptStore(f"{path} holds a damaged record; it was left untouched")
             records[pair[0]] = pair[1]
         return records, generation
-
-    def _read_snapshot_lines(self, raw: bytes) -> tuple[dict[str, Any], int] | None:
-        """The snapshot as jobq writes it, one record a line, read line by line:
-        each line's bytes are kept as the record's encoded entry, so a start
-        re-encodes nothing and never holds the whole document parsed at once.
-        None when the file is laid out otherwise (it is then parsed whole)."""
-        lines = raw.split(b"\n")
-        header = _SNAPSHOT_HEADER.fullmatch(lines[0])
-        if header is None or lines[-2:] != [b"]}", b""]:
-            return None
-        records: dict[str, Any] = {}
-        entries: dict[str, bytes] = {}
-        body = lines[1:-2]
-        last = len(body) - 1
-        for number, line in enumerate(body):
-            if number < last and not line.endswith(b","):
-                return None  # not valid JSON as a whole: let the full parse say so
-            entry = line[:-1] if number < last else line
-            try:
-                pair = orjson.loads(entry)
-            except ValueError:
-                return None
-            if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)):
-                return None
-            records[pair[0]] = pair[1]
-            entries[pair[0]] = entry
-        self._snapshot_entries = entries
-        return records, int(header.group(1))
 
     def _journal_generations(self) -> list[int]:
         found = []
@@ -262,7 +222,6 @@ class DurableLog:
                     break
                 raise CorruptStore(f"{path} line {number} is damaged; the files were left untouched")
             for key, value in pairs:
-                self._snapshot_entries.pop(key, None)
                 if value is None:
                     records.pop(key, None)
                 else:
