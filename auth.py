@@ -17,6 +17,9 @@ from ratelimit import FailureWindow
 from tenants import Principal, TenantRegistry
 
 PRINCIPAL = web.RequestKey("jobq.principal", Principal)
+# How the caller proved who it is: "key" (X-API-Key) or "session" (the
+# dashboard's cookie). The WebSocket refuses a cookie alone without an Origin.
+CREDENTIAL = web.RequestKey("jobq.credential", str)
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/login"})
 
 
@@ -41,6 +44,7 @@ def make_auth_middleware(tenants: TenantRegistry, failures: FailureWindow, clock
             failures.record(address, clock.monotonic())
             raise Unauthorized("the API key is not known")
         request[PRINCIPAL] = principal
+        request[CREDENTIAL] = "key"
         return await handler(request)
 
     return auth_middleware
