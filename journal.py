@@ -20,53 +20,31 @@ import asyncio
 import fcntl
 import logging
 import os
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from errors import CorruptStore, StoreLocked, StoreUnavailable
+from errors import StoreLocked, StoreUnavailable
 from fsio import FileSystem, atomic_write, is_temp_file
+from storefiles import (
+    JOURNAL_PREFIX,
+    LOCK_NAME,
+    SNAPSHOT_NAME,
+    encode_entry,
+    encode_line,
+    journal_generations,
+    read_snapshot,
+    replay,
+    snapshot_chunks,
+)
 
 logger = logging.getLogger(__name__)
 
-SNAPSHOT_NAME = "jobs.json"
-LOCK_NAME = "jobs.lock"
-JOURNAL_PREFIX = "jobs.journal."
-FORMAT = "jobq-store"
-VERSION = 1
 
 Changes = dict[str, Any]  # key -> JSON value, or None to delete
 Undo = Callable[[], None]
-
-
-def encode_entry(key: str, value: Any) -> bytes:
-    # orjson hands back bytes in a buffer of 4 KiB or more; entries are kept for
-    # the next snapshot, so keep an exact-size copy (10x less memory per job).
-    return bytes(memoryview(orjson.dumps([key, value])))
-
-
-def encode_line(entries: list[bytes]) -> bytes:
-    body = b"[" + b",".join(entries) + b"]"
-    return b"%08x %s\n" % (zlib.crc32(body), body)
-
-
-def decode_line(line: bytes) -> list[list[Any]] | None:
-    """The pairs of one journal line, or None when the line is damaged."""
-    if len(line) < 10 or line[8:9] != b" ":
-        return None
-    body = line[9:]
-    try:
-        if int(line[:8], 16) != zlib.crc32(body):
-            return None
-        pairs = orjson.loads(body)
-    except ValueError:
-        return None
-    return pairs if isinstance(pairs, list) else None
 
 
 @dataclass
@@ -125,9 +103,7 @@ class DurableLog:
             check(records)
         self._committed = {k: encode_entry(k, v) for k, v in records.items()}
         self._generation = max([snapshot_generation, *journals]) + 1
-        atomic_write(
-            self.fs, self.snapshot_path, self._snapshot_chunks(self._generation - 1, list(self._committed.values()))
-        )
+        atomic_write(self.fs, self.snapshot_path, snapshot_chunks(self._generation - 1, list(self._committed.values())))
         for generation in journals:
             self.fs.unlink(self._journal_path(generation))
         self._open_journal()
@@ -136,11 +112,11 @@ class DurableLog:
     def read_all(self) -> tuple[dict[str, Any], int, list[int]]:
         """Every record on disk, the snapshot's generation and the journal
         generations found; reads only. Raises `CorruptStore`."""
-        records, snapshot_generation = self._read_snapshot()
-        journals = self._journal_generations()
+        records, snapshot_generation = read_snapshot(self.fs, self.snapshot_path)
+        journals = journal_generations(self.directory)
         for generation in journals:
             if generation > snapshot_generation:
-                self._replay(self._journal_path(generation), records)
+                replay(self.fs, self._journal_path(generation), records)
         return records, snapshot_generation, journals
 
     def held_by_other_process(self) -> bool:
@@ -176,56 +152,6 @@ class DurableLog:
             if is_temp_file(entry.name) and entry.name.startswith(f".{SNAPSHOT_NAME}"):
                 logger.info("action=remove_temp_file path=%s", entry.path)
                 os.unlink(entry.path)
-
-    def _read_snapshot(self) -> tuple[dict[str, Any], int]:
-        path = self.snapshot_path
-        if not path.exists():
-            return {}, 0
-        try:
-            doc = orjson.loads(self.fs.read_bytes(path))
-        except (OSError, ValueError) as exc:
-            raise CorruptStore(f"{path} cannot be read ({exc}); it was left untouched") from exc
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            raise CorruptStore(f"{path} is not a jobq store file; it was left untouched")
-        if doc.get("version") != VERSION:
-            raise CorruptStore(
-                f"{path} has version {doc.get('version')!r}, this jobq reads version {VERSION}; it was left untouched"
-            )
-        generation, pairs = doc.get("generation"), doc.get("records")
-        if not isinstance(generation, int) or not isinstance(pairs, list):
-            raise CorruptStore(f"{path} is damaged (no generation or records); it was left untouched")
-        records: dict[str, Any] = {}
-        for pair in pairs:
-            if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)):
-                raise CorruptStore(f"{path} holds a damaged record; it was left untouched")
-            records[pair[0]] = pair[1]
-        return records, generation
-
-    def _journal_generations(self) -> list[int]:
-        found = []
-        for name in os.listdir(self.directory):
-            if name.startswith(JOURNAL_PREFIX) and name[len(JOURNAL_PREFIX) :].isdigit():
-                found.append(int(name[len(JOURNAL_PREFIX) :]))
-        return sorted(found)
-
-    def _replay(self, path: Path, records: dict[str, Any]) -> None:
-        lines = self.fs.read_bytes(path).split(b"\n")
-        # split leaves a final element: b"" after a complete last line, or a torn tail.
-        complete, tail = lines[:-1], lines[-1]
-        if tail:
-            logger.warning("action=ignore_torn_tail path=%s bytes=%d", path, len(tail))
-        for number, line in enumerate(complete, start=1):
-            pairs = decode_line(line)
-            if pairs is None:
-                if number == len(complete) and not tail:
-                    logger.warning("action=ignore_torn_tail path=%s line=%d", path, number)
-                    break
-                raise CorruptStore(f"{path} line {number} is damaged; the files were left untouched")
-            for key, value in pairs:
-                if value is None:
-                    records.pop(key, None)
-                else:
-                    records[key] = value
 
     def _open_journal(self) -> None:
         path = self._journal_path(self._generation)
@@ -352,14 +278,6 @@ class DurableLog:
 
     # ---- snapshots ------------------------------------------------------
 
-    def _snapshot_chunks(self, generation: int, entries: list[bytes]) -> Iterator[bytes]:
-        yield b'{"format":"%s","version":%d,"generation":%d,"records":[\n' % (FORMAT.encode(), VERSION, generation)
-        for start in range(0, len(entries), 2000):
-            if start:
-                yield b",\n"
-            yield b",\n".join(entries[start : start + 2000])
-        yield b"\n]}\n"
-
     def _start_compaction(self) -> None:
         """Fold everything committed so far into a new snapshot, in the background.
         New commits go to a fresh journal meanwhile."""
@@ -383,8 +301,8 @@ class DurableLog:
         self._compacting.add_done_callback(self._compaction_done)
 
     def _write_snapshot(self, covered: int, entries: list[bytes]) -> None:
-        atomic_write(self.fs, self.snapshot_path, self._snapshot_chunks(covered, entries))
-        for generation in self._journal_generations():
+        atomic_write(self.fs, self.snapshot_path, snapshot_chunks(covered, entries))
+        for generation in journal_generations(self.directory):
             if generation <= covered:
                 self.fs.unlink(self._journal_path(generation))
 

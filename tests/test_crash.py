@@ -17,9 +17,9 @@ import aiohttp
 import orjson
 import pytest
 
-from journal import FORMAT, VERSION
 from lifecycle import RetryPolicy
 from store import JsonStore
+from storefiles import FORMAT, VERSION
 from tenants import TenantsDoc
 from tests.conftest import ROOT
 from tests.faults import CRASH_EXIT_CODE, JOURNAL, SNAPSHOT_TMP

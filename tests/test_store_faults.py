@@ -23,9 +23,9 @@ import orjson
 import pytest
 
 from errors import CorruptStore, StoreLocked
-from journal import FORMAT, VERSION, encode_entry, encode_line
 from lifecycle import RetryPolicy
 from store import JsonStore
+from storefiles import FORMAT, VERSION, encode_entry, encode_line
 from tests.conftest import ROOT, Harness, HarnessFactory
 from tests.faults import JOURNAL, SNAPSHOT_TMP, FaultyFS, Op
 
