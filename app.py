@@ -29,7 +29,8 @@ from lifecycle import RetryPolicy
 from problems import problem_middleware
 from ratelimit import FailureWindow
 from services import SERVICES, Services
-from store import JsonStore, Store
+from store import JsonStore
+from store_protocol import Store
 from tenants import TenantRegistry, TenantsDoc, TenantsFileError
 from worker import Worker
 

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from errors import BadRequest
 from rules import canonical_json
-from store import IdemRequest
+from store_protocol import IdemRequest
 
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,255}$")
 

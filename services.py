@@ -10,7 +10,7 @@ from clock import Clock
 from config import Settings
 from handlers import Registry
 from ratelimit import SubmitLimiter
-from store import Store
+from store_protocol import Store
 from tenants import TenantRegistry
 from validation import SubmitDefaults
 

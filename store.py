@@ -14,10 +14,9 @@ import asyncio
 import gc
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from errors import Conflict, CorruptStore, IdempotencyInFlight, IdempotencyMismatch, NotFound, QueueFull, StaleAttempt
 from fsio import FileSystem
@@ -28,70 +27,14 @@ from lifecycle import first_unfinished_dependency as _first_unfinished
 from listing import decode_cursor, encode_cursor, matches
 from models import Failed, Job, ListQuery, NewJob, Outcome, Status, format_ts, new_id, to_ms
 from rules import waiting_reason
+from store_protocol import Claimed, IdemRequest, JobListener, SubmitResult
 from submission import build_jobs
-from transaction import JobListener, Transaction
+from transaction import Transaction
 
 logger = logging.getLogger(__name__)
 
 BULK_CHUNK = 1000
 
-
-
-@dataclass(frozen=True, slots=True)
-class IdemRequest:
-    key: str
-    fingerprint: str
-    route: str
-
-
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    """Jobs now `running` for the caller, and when that claim is durable.
-
-    The handlers may start before `durable` resolves: delivery is
-    at-least-once, and an outcome reported for these attempts is written after
-    the claim, so it can never be durable without it. If `durable` fails the
-    claim was undone and the attempts' outcomes will be refused as stale."""
-
-    jobs: list[Job]
-    durable: asyncio.Future[Any]
-
-
-@dataclass(frozen=True, slots=True)
-class SubmitResult:
-    status_code: int
-    bodies: list[dict[str, Any]]
-    replayed: bool
-
-
-class Store(Protocol):
-    """Every mutating method is atomic and durable when it returns; it raises
-    `StoreUnavailable` (and nothing changed) when it cannot be made durable."""
-
-    async def submit(
-        self, tenant_id: str, jobs: list[NewJob], idem: IdemRequest | None, now: datetime, *, max_queued: int
-    ) -> SubmitResult: ...
-    def get(self, job_id: str, tenant_id: str | None) -> Job | None: ...
-    def list_jobs(self, query: ListQuery) -> tuple[list[Job], str | None]: ...
-    async def claim(self, now: datetime, limit: int, worker_id: str, lease_seconds: float) -> Claimed: ...
-    def heartbeat(self, job_id: str, attempt: int, lease_until: datetime) -> None: ...
-    async def report_progress(
-        self, job_id: str, attempt: int, fraction: float, message: str | None, now: datetime
-    ) -> None: ...
-    async def finish(self, job_id: str, attempt: int, outcome: Outcome, now: datetime) -> Job: ...
-    async def cancel(self, job_id: str, tenant_id: str | None, actor: str, now: datetime) -> Job: ...
-    async def retry(self, job_id: str, tenant_id: str | None, actor: str, now: datetime) -> Job: ...
-    async def bulk(
-        self, query: ListQuery, job_ids: list[str] | None, action: str, actor: str, now: datetime
-    ) -> tuple[int, int]: ...
-    async def maintain(self, now: datetime) -> None: ...
-    async def purge(self, now: datetime, retention_seconds: float) -> int: ...
-    def next_wakeup(self) -> datetime | None: ...
-    def counts(self, tenant_id: str | None) -> dict[str, int]: ...
-    def waiting_reasons(self, jobs: Iterable[Job], now: datetime) -> list[str | None]: ...
-    def subscribe(self, listener: JobListener) -> None: ...
-    async def ready(self) -> bool: ...
-    async def close(self) -> None: ...
 
 
 class JsonStore:

@@ -17,11 +17,11 @@ from typing import Any
 
 from jobindex import IdemRecord, JobIndex, idem_storage_key
 from models import Job
+from store_protocol import JobListener
 
 logger = logging.getLogger(__name__)
 
 CommitFn = Callable[[dict[str, Any], Callable[[], None]], "asyncio.Future[None]"]
-JobListener = Callable[[Job], None]
 
 
 class Transaction:

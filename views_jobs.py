@@ -27,7 +27,7 @@ from errors import (
 from idempotency import idem_request
 from models import Job, ListQuery, NewJob, Status
 from services import Services, services_of
-from store import SubmitResult
+from store_protocol import SubmitResult
 from validation import parse_batch, parse_filter, parse_list_query, parse_submit
 
 routes = web.RouteTableDef()

@@ -23,7 +23,7 @@ from errors import StaleAttempt, StoreUnavailable
 from execution import execute
 from handlers import Context, Registry
 from models import CLAIMABLE, Failed, Interrupted, Job, Outcome, Status
-from store import Store
+from store_protocol import Store
 
 logger = logging.getLogger(__name__)
 

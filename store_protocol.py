@@ -1,0 +1,71 @@
+"""The store seam (CONVENTIONS rule 1): the domain operations every backend
+provides, each atomic as a whole, and the small types they exchange."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from models import Job, ListQuery, NewJob, Outcome
+
+JobListener = Callable[[Job], None]
+
+
+@dataclass(frozen=True, slots=True)
+class IdemRequest:
+    key: str
+    fingerprint: str
+    route: str
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """Jobs now `running` for the caller, and when that claim is durable.
+
+    The handlers may start before `durable` resolves: delivery is
+    at-least-once, and an outcome reported for these attempts is written after
+    the claim, so it can never be durable without it. If `durable` fails the
+    claim was undone and the attempts' outcomes will be refused as stale."""
+
+    jobs: list[Job]
+    durable: asyncio.Future[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    status_code: int
+    bodies: list[dict[str, Any]]
+    replayed: bool
+
+
+class Store(Protocol):
+    """Every mutating method is atomic and durable when it returns; it raises
+    `StoreUnavailable` (and nothing changed) when it cannot be made durable."""
+
+    async def submit(
+        self, tenant_id: str, jobs: list[NewJob], idem: IdemRequest | None, now: datetime, *, max_queued: int
+    ) -> SubmitResult: ...
+    def get(self, job_id: str, tenant_id: str | None) -> Job | None: ...
+    def list_jobs(self, query: ListQuery) -> tuple[list[Job], str | None]: ...
+    async def claim(self, now: datetime, limit: int, worker_id: str, lease_seconds: float) -> Claimed: ...
+    def heartbeat(self, job_id: str, attempt: int, lease_until: datetime) -> None: ...
+    async def report_progress(
+        self, job_id: str, attempt: int, fraction: float, message: str | None, now: datetime
+    ) -> None: ...
+    async def finish(self, job_id: str, attempt: int, outcome: Outcome, now: datetime) -> Job: ...
+    async def cancel(self, job_id: str, tenant_id: str | None, actor: str, now: datetime) -> Job: ...
+    async def retry(self, job_id: str, tenant_id: str | None, actor: str, now: datetime) -> Job: ...
+    async def bulk(
+        self, query: ListQuery, job_ids: list[str] | None, action: str, actor: str, now: datetime
+    ) -> tuple[int, int]: ...
+    async def maintain(self, now: datetime) -> None: ...
+    async def purge(self, now: datetime, retention_seconds: float) -> int: ...
+    def next_wakeup(self) -> datetime | None: ...
+    def counts(self, tenant_id: str | None) -> dict[str, int]: ...
+    def waiting_reasons(self, jobs: Iterable[Job], now: datetime) -> list[str | None]: ...
+    def subscribe(self, listener: JobListener) -> None: ...
+    async def ready(self) -> bool: ...
+    async def close(self) -> None: ...
