@@ -19,16 +19,20 @@ from aiohttp import web
 
 import openapi
 import views_jobs
-from auth import make_auth_middleware
+import views_session
+import views_ws
+from auth import AUTH_FAILURES, SESSIONS, make_auth_middleware
 from builtin_handlers import register_builtins
 from clock import Clock, SystemClock
 from config import ConfigError, Settings
 from errors import CorruptStore, StoreLocked
 from handlers import REGISTRY, Registry
 from lifecycle import RetryPolicy
+from pages import setup_pages
 from problems import problem_middleware
 from ratelimit import FailureWindow
 from services import SERVICES, Services
+from sessions import SessionCodec, SessionSecretError
 from store import JsonStore
 from store_protocol import Store
 from tenants import TenantRegistry, TenantsDoc, TenantsFileError
@@ -46,20 +50,28 @@ def create_app(
     *,
     registry: Registry | None = None,
     tenants: TenantRegistry | None = None,
+    session_codec: SessionCodec | None = None,
     run_worker: bool = True,
 ) -> web.Application:
     """The aiohttp application over an opened `store`, which it closes on
     cleanup. With `run_worker=False` the worker exists (as `app[WORKER]`) but
-    only runs when a test drives it (`run_once`, `run_until_idle`)."""
+    only runs when a test drives it (`run_once`, `run_until_idle`).
+    Without `session_codec` the session secret is loaded (or created) here,
+    which raises `SessionSecretError` for an unusable `session.key`."""
     registry = registry or default_registry()
     tenants = tenants or TenantRegistry(settings.tenants_file, clock.monotonic)
     services = Services(settings=settings, store=store, clock=clock, registry=registry, tenants=tenants)
     failures = FailureWindow(settings.auth_failures_per_minute)
+    session_codec = session_codec or SessionCodec.from_settings(settings, clock)
     app = web.Application(
-        middlewares=[problem_middleware, make_auth_middleware(tenants, failures, clock)],
+        middlewares=[problem_middleware, make_auth_middleware(tenants, failures, clock, session_codec)],
         client_max_size=settings.max_body_bytes,
     )
     app[SERVICES] = services
+    app[AUTH_FAILURES] = failures
+    app[SESSIONS] = session_codec
+    setup_pages(app)
+    app.add_routes(views_session.routes)
     app.add_routes(views_jobs.routes)
     app.add_routes(openapi.routes)
     worker = Worker(
@@ -71,6 +83,7 @@ def create_app(
         retention_seconds=settings.retention_days * 86400.0,
     )
     app[WORKER] = worker
+    views_ws.setup_live(app, store, clock)
 
     async def close_store(app: web.Application) -> AsyncIterator[None]:
         yield
@@ -138,8 +151,15 @@ async def serve(settings: Settings) -> int:
     except OSError as exc:
         print(f"jobq: cannot use the data directory {settings.data_dir}: {exc}", file=sys.stderr)
         return 2
+    try:
+        # After the store: a refused start leaves the data directory untouched.
+        session_codec = SessionCodec.from_settings(settings, clock)
+    except SessionSecretError as exc:
+        print(f"jobq: {exc}", file=sys.stderr)
+        await store.close()
+        return 2
     tune_gc()
-    app = create_app(settings, store, clock, tenants=tenants)
+    app = create_app(settings, store, clock, tenants=tenants, session_codec=session_codec)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
@@ -149,6 +169,7 @@ async def serve(settings: Settings) -> int:
     if demo_key:
         print(f"created tenant 'demo'; its API key (shown once): {demo_key}", flush=True)
         print(f"  curl -H 'X-API-Key: {demo_key}' {url}/jobs", flush=True)
+        print(f"  dashboard: {url}/login", flush=True)
     await wait_for_signal()
     logger.info("action=shutdown graceSeconds=%g", settings.shutdown_grace_seconds)
     app[SERVICES].shutting_down = True

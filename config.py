@@ -51,6 +51,32 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+@dataclass(frozen=True, slots=True, repr=False)
+class Secret:
+    """A secret setting. `repr()` and `str()` are masked so it never reaches a
+    log line or a traceback by accident; `reveal()` is the one way to read it."""
+
+    _value: str
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+
+def _secret(env: Mapping[str, str], name: str, min_length: int) -> Secret | None:
+    raw = env.get(name) or ""
+    if not raw:
+        return None
+    if len(raw) < min_length:
+        # The value itself is never part of the message.
+        raise ConfigError(f"{name} must be at least {min_length} characters long, got {len(raw)}")
+    return Secret(raw)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -73,6 +99,9 @@ class Settings:
     auth_failures_per_minute: int = 20
     allow_private_urls: bool = False
     journal_compact_bytes: int = 64 * 1024 * 1024
+    # HMAC key of the dashboard's session cookie; None: `session.key` in data_dir.
+    session_secret: Secret | None = None
+    session_hours: float = 12.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -99,4 +128,6 @@ class Settings:
             auth_failures_per_minute=_int(env, "JOBQ_AUTH_FAILURES_PER_MINUTE", 20),
             allow_private_urls=_bool(env, "JOBQ_ALLOW_PRIVATE_URLS", False),
             journal_compact_bytes=_int(env, "JOBQ_JOURNAL_COMPACT_BYTES", 64 * 1024 * 1024, minimum=1024),
+            session_secret=_secret(env, "JOBQ_SESSION_SECRET", min_length=32),
+            session_hours=_float(env, "JOBQ_SESSION_HOURS", 12.0, minimum=0.01),
         )

@@ -29,6 +29,50 @@ def _errors(*codes: int) -> dict[str, Any]:
     return {str(code): _PROBLEM for code in codes}
 
 
+_HTML = {"content": {"text/html": {"schema": {"type": "string"}}}}
+_SEE_OTHER = {"description": "303 See Other", "headers": {"Location": {"schema": {"type": "string"}}}}
+_PAGES: dict[str, Any] = {
+    "/": {
+        "get": {
+            "summary": "The dashboard (a browser without a session is sent to /login)",
+            "responses": {"200": {"description": "the page", **_HTML}, "303": _SEE_OTHER, **_errors(401)},
+        }
+    },
+    "/login": {
+        "get": {
+            "summary": "The sign-in form",
+            "security": [],
+            "responses": {"200": {"description": "the form", **_HTML}, "303": _SEE_OTHER},
+        },
+        "post": {
+            "summary": "Sign in with an API key; sets the session cookie",
+            "security": [],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/x-www-form-urlencoded": {
+                        "schema": {"type": "object", "required": ["key"], "properties": {"key": {"type": "string"}}}
+                    }
+                },
+            },
+            "responses": {
+                "303": _SEE_OTHER,
+                "400": {"description": "no key: the form again", **_HTML},
+                "401": {"description": "unknown key: the form again", **_HTML},
+                "429": {"description": "too many bad keys from this address: the form again", **_HTML},
+                **_errors(403),
+            },
+        },
+    },
+    "/logout": {
+        "post": {
+            "summary": "Clear the session cookie",
+            "security": [],
+            "responses": {"303": _SEE_OTHER, **_errors(403)},
+        }
+    },
+}
+
 _JOB = {"$ref": "#/components/schemas/Job"}
 _JOB_LIST = {
     "type": "object",
@@ -65,7 +109,11 @@ SPEC: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "jobq", "version": "1", "description": "Multi-tenant background jobs over HTTP."},
     "components": {
-        "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+        "securitySchemes": {
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            # Set by POST /login; unsafe methods also need this service's own Origin.
+            "session": {"type": "apiKey", "in": "cookie", "name": "jobq_session"},
+        },
         "responses": {
             "Problem": {
                 "description": "RFC 9457 problem details",
@@ -128,7 +176,7 @@ SPEC: dict[str, Any] = {
             "Submit": SUBMIT,
         },
     },
-    "security": [{"apiKey": []}],
+    "security": [{"apiKey": []}, {"session": []}],
     "paths": {
         "/jobs": {
             "post": {
@@ -200,6 +248,19 @@ SPEC: dict[str, Any] = {
                 "responses": {"200": _ok("a page of fatal jobs", _JOB_LIST), **_errors(400, 401)},
             }
         },
+        "/ws": {
+            "get": {
+                "summary": (
+                    "WebSocket of live events (SPEC §5): a snapshot, then job and metrics messages. "
+                    "A foreign Origin, or no Origin with the session cookie alone, is 403 before the upgrade."
+                ),
+                "parameters": [
+                    {"name": "tenant", "in": "query", "schema": {"type": "string"}, "description": "admin keys only"}
+                ],
+                "responses": {"101": {"description": "switching to WebSocket"}, **_errors(400, 401, 403, 503)},
+            }
+        },
+        **_PAGES,
         "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "alive"}}}},
         "/readyz": {
             "get": {

@@ -201,6 +201,12 @@ class TenantRegistry:
         # Looking up the SHA-256 of the key leaks nothing useful through timing.
         return self._keys.get(hash_key(key))
 
+    def authenticate_hash(self, key_hash: str) -> Principal | None:
+        """Whose key has this `sha256:<hex>` hash (a dashboard session carries
+        it); None once the key has been removed from the tenants file."""
+        self.refresh()
+        return self._keys.get(key_hash)
+
     def limits(self, tenant_id: str) -> Limits:
         return self._limits.get(tenant_id, DEFAULT_LIMITS)
 

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from bench.client import BATCH_SIZE, HEALTHZ, SUBMIT, Api, Load, Request, api_for, run_load
+from bench.live import live_drain, live_latency
 from bench.report import Row
 from bench.server import Server, fresh_server, temp_server
 from bench.stats import count, ms, percentile, rate
@@ -291,4 +292,6 @@ SCENARIOS: dict[str, Scenario] = {
     "drain": drain,
     "pickup": pickup,
     "memory": memory,
+    "live": live_latency,
+    "live-drain": live_drain,
 }

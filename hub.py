@@ -1,0 +1,302 @@
+"""The live-update hub (SPEC §5, CONVENTIONS rule 15): one per process.
+
+The store tells the hub about every job change once it is durable
+(`publish_job`, a store listener). The hub renders the job once, as the API
+shows it, and puts the encoded message on the bounded queue of every *live*
+client allowed to see it: the clients of the job's tenant, and admin clients
+(all tenants, or the one they filtered to). Nothing here awaits a socket:
+each client has its own sender task that drains its queue into its socket.
+
+A client's life: *starting* (its sender builds and sends its first snapshot,
+then it is live), *live* (it gets every change), *behind* (its queue
+overflowed: the queue was emptied and nothing more is queued for it; the next
+`tick()` queues one fresh snapshot, built once per scope for every client
+behind in it, and the client is live again). Events of a tenant are only ever
+queued for clients whose scope is that tenant or every tenant.
+
+What bounds the cost of many viewers: senders share a budget of
+`send_budget` messages a second (each client may send `send_budget / clients`
+a second, at least `MIN_CLIENT_RATE`, in bursts of up to a second's worth).
+A client offered more than that falls behind (its queue overflows, or at a
+tick it holds more than a second's worth) and gets a snapshot a second
+instead of the stream, so the hub's work does not grow with the job rate
+times the number of viewers, and the workers keep their pace (measured by
+`make bench`, `live-drain`). Behind clients cost `publish_job` nothing.
+
+Messages (JSON text frames):
+- `{"type":"snapshot","counts":{status: n},"jobs":[newest 100, newest first]}`
+- `{"type":"job","job":{...}}` on every status change (and progress report)
+- `{"type":"metrics","at":ts,"counts":{...},"queueDepth":n,"finishedLastMinute":n,
+  "finishedPerSecond":x,"finishedBySecond":[60 ints, oldest first]}` on `tick()`
+
+A snapshot reads the store's memory, which runs up to one group commit ahead
+of what is durable: a `job` message right after a snapshot may be older than
+the snapshot's version of that job; the next message corrects it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from clock import Clock
+from models import TERMINAL, Job, ListQuery, Status, format_ts
+from store_protocol import Store
+from throughput import FinishedCounter
+
+logger = logging.getLogger(__name__)
+
+QUEUE_SIZE = 256  # messages a client may have waiting before it falls behind
+SEND_BUDGET = 5000.0  # messages a second over all clients
+MIN_CLIENT_RATE = 10.0  # messages a second a client may always send
+SNAPSHOT_JOBS = 100
+TICK_SECONDS = 1.0
+
+Scope = str | None  # a tenant, or None: every tenant
+
+
+class Socket(Protocol):
+    """What the hub needs of a WebSocket (aiohttp's `WebSocketResponse` is one)."""
+
+    async def send_frame(self, message: bytes, opcode: WSMsgType, compress: int | None = None) -> None: ...
+    async def close(self, *, code: int = ..., message: bytes = ...) -> bool: ...
+
+
+STARTING, LIVE, BEHIND = "starting", "live", "behind"
+Item = bytes | None  # an encoded message, or None: build and send the first snapshot
+
+
+@dataclass(eq=False)
+class LiveClient:
+    """One connected viewer; `tenant_id` is its scope (None: every tenant)."""
+
+    socket: Socket
+    tenant_id: Scope
+    queue: asyncio.Queue[Item]
+    label: str = ""
+    state: str = STARTING
+    resyncs: int = 0  # times it fell behind
+    sent: int = 0  # messages written to its socket
+    sender: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class LiveHub:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        *,
+        queue_size: int = QUEUE_SIZE,
+        send_budget: float = SEND_BUDGET,
+        snapshot_jobs: int = SNAPSHOT_JOBS,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.queue_size = queue_size  # for clients that connect from now on
+        self.send_budget = send_budget
+        self.snapshot_jobs = snapshot_jobs
+        self.closed = False
+        self._clients: set[LiveClient] = set()
+        self._live: dict[Scope, set[LiveClient]] = {}
+        self._behind: set[LiveClient] = set()
+        self.finished = FinishedCounter(int(clock.monotonic()))
+
+    @property
+    def clients(self) -> frozenset[LiveClient]:
+        return frozenset(self._clients)
+
+    @property
+    def client_rate(self) -> float:
+        """Messages a second each client may send now: its share of the budget."""
+        return max(MIN_CLIENT_RATE, self.send_budget / max(1, len(self._clients)))
+
+    # ---- clients ---------------------------------------------------------
+
+    def connect(self, socket: Socket, tenant_id: Scope, label: str = "") -> LiveClient:
+        """Register a viewer and start its sender; its first message will be a
+        snapshot. Call `disconnect` when the socket ends."""
+        client = LiveClient(socket, tenant_id, asyncio.Queue(self.queue_size), label)
+        client.queue.put_nowait(None)
+        self._clients.add(client)
+        client.sender = asyncio.get_running_loop().create_task(self._send_loop(client), name="jobq-live-sender")
+        logger.info("action=ws_connect tenantId=%s viewer=%s clients=%d", tenant_id, label, len(self._clients))
+        return client
+
+    async def disconnect(self, client: LiveClient) -> None:
+        """Forget the viewer and stop its sender (idempotent)."""
+        if client in self._clients:
+            self._clients.discard(client)
+            self._behind.discard(client)
+            self._leave_live(client)
+            logger.info(
+                "action=ws_disconnect tenantId=%s viewer=%s sent=%d resyncs=%d clients=%d",
+                client.tenant_id, client.label, client.sent, client.resyncs, len(self._clients),
+            )
+        sender = client.sender
+        if sender is not None and not sender.done():
+            sender.cancel()
+            try:
+                await sender
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # we are being cancelled ourselves, not just the sender
+
+    async def close_all(self) -> None:
+        """Close every socket with 1001 (going away) and refuse new viewers:
+        the application's `on_shutdown`, so the server need not wait for them."""
+        self.closed = True
+        clients = list(self._clients)
+        await asyncio.gather(
+            *(c.socket.close(code=WSCloseCode.GOING_AWAY, message=b"jobq is shutting down") for c in clients),
+            return_exceptions=True,
+        )
+        for client in clients:
+            await self.disconnect(client)
+
+    def _go_live(self, client: LiveClient) -> None:
+        client.state = LIVE
+        self._behind.discard(client)
+        self._live.setdefault(client.tenant_id, set()).add(client)
+
+    def _leave_live(self, client: LiveClient) -> None:
+        live = self._live.get(client.tenant_id)
+        if live is not None:
+            live.discard(client)
+            if not live:
+                del self._live[client.tenant_id]
+
+    def _fall_behind(self, client: LiveClient) -> None:
+        # Swapping the queue empties it at once. Its sender may still take one
+        # item of the old queue; that goes out before the snapshot superseding it.
+        client.queue = asyncio.Queue(client.queue.maxsize)
+        client.state = BEHIND
+        client.resyncs += 1
+        self._leave_live(client)
+        self._behind.add(client)
+        if client.resyncs == 1:
+            logger.info("action=ws_behind tenantId=%s viewer=%s", client.tenant_id, client.label)
+
+    # ---- publishing: synchronous, never awaits ---------------------------
+
+    def publish_job(self, job: Job) -> None:
+        """A store listener: called with each changed job once it is durable.
+        Renders it once and queues it for every live client allowed to see it."""
+        if job.status in TERMINAL and job.finished_at == job.updated_at:
+            # Entered a terminal state in this change (not a later touch of a finished job).
+            self.finished.record(job.tenant_id, int(self.clock.monotonic()))
+        tenant_clients = self._live.get(job.tenant_id)
+        all_clients = self._live.get(None)
+        if not tenant_clients and not all_clients:
+            return
+        message = orjson.dumps({"type": "job", "job": self._render([job])[0]})
+        for clients in (tenant_clients, all_clients):
+            if clients:
+                self._offer(list(clients), message)
+
+    def tick(self) -> None:
+        """Send a fresh snapshot instead of a backlog: a live client with more
+        queued than it may send in `TICK_SECONDS` falls behind, and every
+        client behind gets a snapshot (built once per scope); then a metrics
+        message for every live client (computed once per scope). The
+        background task `run()` calls this every `TICK_SECONDS`; tests call
+        it directly."""
+        lag_limit = max(1.0, self.client_rate * TICK_SECONDS)
+        for clients in list(self._live.values()):
+            for client in list(clients):
+                if client.queue.qsize() > lag_limit:
+                    self._fall_behind(client)
+        snapshots: dict[Scope, bytes] = {}
+        for client in list(self._behind):
+            data = snapshots.get(client.tenant_id)
+            if data is None:
+                data = snapshots[client.tenant_id] = orjson.dumps(self.snapshot(client.tenant_id))
+            client.queue.put_nowait(data)  # its queue has been empty since it fell behind
+            self._go_live(client)
+        now_second = int(self.clock.monotonic())
+        for scope, clients in list(self._live.items()):
+            self._offer(list(clients), orjson.dumps(self.metrics(scope, now_second)))
+
+    async def run(self) -> None:
+        """Tick every `TICK_SECONDS` until cancelled."""
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            try:
+                self.tick()
+            except Exception:
+                logger.exception("action=ws_tick_failed")
+
+    def _offer(self, clients: list[LiveClient], message: bytes) -> None:
+        for client in clients:
+            try:
+                client.queue.put_nowait(message)
+            except asyncio.QueueFull:
+                self._fall_behind(client)
+
+    # ---- what is sent ------------------------------------------------------
+
+    def _render(self, jobs: list[Job]) -> list[dict[str, Any]]:
+        """Jobs as the API shows them, `waitingReason` included (as `views_jobs.render_jobs`)."""
+        reasons = self.store.waiting_reasons(jobs, self.clock.now())
+        return [job.to_api(reason) for job, reason in zip(jobs, reasons, strict=True)]
+
+    def snapshot(self, tenant_id: Scope) -> dict[str, Any]:
+        """Counts by status and the newest `snapshot_jobs` jobs of the scope."""
+        jobs, _ = self.store.list_jobs(ListQuery(tenant_id, limit=self.snapshot_jobs))
+        return {"type": "snapshot", "counts": self.store.counts(tenant_id), "jobs": self._render(jobs)}
+
+    def metrics(self, tenant_id: Scope, now_second: int) -> dict[str, Any]:
+        """Counts by status, queue depth (queued + retry) and jobs finished
+        (entered succeeded, fatal or cancelled) over the last minute, as seen
+        by this hub since it started."""
+        counts = self.store.counts(tenant_id)
+        series = self.finished.by_second(tenant_id, now_second)
+        return {
+            "type": "metrics",
+            "at": format_ts(self.clock.now()),
+            "counts": counts,
+            "queueDepth": counts[Status.QUEUED.value] + counts[Status.RETRY.value],
+            "finishedLastMinute": sum(series),
+            "finishedPerSecond": round(self.finished.per_second(series, now_second), 3),
+            "finishedBySecond": series,
+        }
+
+    async def _send_loop(self, client: LiveClient) -> None:
+        """Drain the client's queue into its socket, within its share of the
+        send budget, until the socket fails or the task is cancelled. Pacing
+        is real time (the loop's clock, as `asyncio.sleep`): it meters socket
+        writes and never becomes a timestamp."""
+        loop = asyncio.get_running_loop()
+        tokens, refilled = float(client.queue.maxsize), loop.time()
+        try:
+            while True:
+                item = await client.queue.get()
+                rate = self.client_rate
+                burst = min(float(client.queue.maxsize), max(1.0, rate * TICK_SECONDS))
+                now = loop.time()
+                tokens, refilled = min(burst, tokens + (now - refilled) * rate), now
+                if tokens < 1.0:
+                    # Meanwhile its queue may overflow: then it is behind, and this
+                    # item goes out just before the snapshot that supersedes it.
+                    await asyncio.sleep((1.0 - tokens) / rate)
+                    tokens, refilled = 1.0, loop.time()
+                tokens -= 1.0
+                if item is None:
+                    item = orjson.dumps(self.snapshot(client.tenant_id))
+                    self._go_live(client)  # changes from now on are queued after the snapshot
+                await client.socket.send_frame(item, WSMsgType.TEXT)
+                client.sent += 1
+        except ConnectionError as exc:
+            # The peer went away; the view's read loop ends and disconnects it.
+            logger.info("action=ws_send_failed tenantId=%s viewer=%s error=%s", client.tenant_id, client.label, exc)
+        except Exception:
+            logger.exception("action=ws_sender_crashed tenantId=%s viewer=%s", client.tenant_id, client.label)
+            await client.socket.close(code=WSCloseCode.INTERNAL_ERROR, message=b"live updates failed")
+
+
+HUB = web.AppKey("jobq.hub", LiveHub)

@@ -1,0 +1,98 @@
+"""Dashboard sign-in: `GET /login`, `POST /login`, `POST /logout` (SPEC §11).
+
+The form takes an API key; a known key gets a signed session cookie
+(`sessions.py`) that is HttpOnly, SameSite=Strict, Path=/, and Secure when the
+request came over https. A bad key re-renders the form with a 401 and counts
+against the address's bad-key allowance (`auth.AUTH_FAILURES`), shared with
+the `X-API-Key` check. Both POSTs must come from this service's own origin,
+so another site can neither sign a browser in (login CSRF) nor out. The key
+is never echoed back, logged or put in the cookie.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from auth import AUTH_FAILURES, SESSIONS, principal_of, require_same_origin, session_principal
+from pages import redirect, render_page
+from services import services_of
+from sessions import COOKIE_NAME
+from tenants import hash_key
+
+logger = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+# RFC 9110: a 401 names a scheme, also when it answers a form.
+WWW_AUTHENTICATE = {"WWW-Authenticate": 'ApiKey realm="jobq", header="X-API-Key"'}
+
+
+def set_session_cookie(response: web.StreamResponse, token: str, *, max_age: int, secure: bool) -> None:
+    response.set_cookie(
+        COOKIE_NAME, token, max_age=max_age, path="/", httponly=True, samesite="Strict", secure=secure or None
+    )
+
+
+def clear_session_cookie(response: web.StreamResponse, *, secure: bool) -> None:
+    response.del_cookie(COOKIE_NAME, path="/", httponly=True, samesite="Strict", secure=secure or None)
+
+
+def _form(request: web.Request, error: str | None, status: int, headers: dict[str, str] | None = None) -> web.Response:
+    return render_page(request, "login.html", {"error": error}, status=status, headers=headers)
+
+
+@routes.get("/login")
+async def login_form(request: web.Request) -> web.Response:
+    """The sign-in form; someone already signed in is sent on to `/`."""
+    services = services_of(request)
+    if session_principal(request, services.tenants, request.app[SESSIONS]) is not None:
+        return redirect("/")
+    return _form(request, None, 200)
+
+
+@routes.post("/login")
+async def login(request: web.Request) -> web.Response:
+    """Form field `key`. 303 to `/` with the cookie; the form again with 401
+    (bad key), 400 (no key) or 429 + Retry-After (too many bad keys from this
+    address); a 403 problem from another origin."""
+    require_same_origin(request)
+    services = services_of(request)
+    failures = request.app[AUTH_FAILURES]
+    address = request.remote or "unknown"
+    wait = failures.blocked_for(address, services.clock.monotonic())
+    if wait:
+        message = f"Too many failed sign-ins from this address. Try again in {wait} s."
+        return _form(request, message, 429, {"Retry-After": str(wait)})
+    form = await request.post()
+    raw = form.get("key")
+    key = raw.strip() if isinstance(raw, str) else ""
+    if not key:
+        return _form(request, "Paste an API key.", 400)
+    principal = services.tenants.authenticate(key)
+    if principal is None:
+        failures.record(address, services.clock.monotonic())
+        logger.info("action=login_failed address=%s", address)
+        return _form(request, "That API key is not known.", 401, WWW_AUTHENTICATE)
+    codec = request.app[SESSIONS]
+    response = redirect("/")
+    set_session_cookie(response, codec.issue(hash_key(key)), max_age=int(codec.lifetime_seconds), secure=request.secure)
+    logger.info("action=login actor=%s role=%s address=%s", principal.actor, principal.role, address)
+    return response
+
+
+@routes.post("/logout")
+async def logout(request: web.Request) -> web.Response:
+    """Clear the cookie and go back to the form (303); 403 from another origin."""
+    require_same_origin(request)
+    response = redirect("/login")
+    clear_session_cookie(response, secure=request.secure)
+    return response
+
+
+@routes.get("/")
+async def home(request: web.Request) -> web.Response:
+    """Placeholder until the dashboard lands (issue 3): who is signed in, and
+    the sign-out button."""
+    return render_page(request, "home.html", {"principal": principal_of(request)})
