@@ -18,7 +18,9 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 import openapi
+import views_dashboard
 import views_jobs
+import views_metrics
 import views_session
 import views_ws
 from auth import AUTH_FAILURES, SESSIONS, make_auth_middleware
@@ -72,7 +74,9 @@ def create_app(
     app[SESSIONS] = session_codec
     setup_pages(app)
     app.add_routes(views_session.routes)
+    app.add_routes(views_dashboard.routes)
     app.add_routes(views_jobs.routes)
+    app.add_routes(views_metrics.routes)
     app.add_routes(openapi.routes)
     worker = Worker(
         store,

@@ -38,6 +38,19 @@ _PAGES: dict[str, Any] = {
             "responses": {"200": {"description": "the page", **_HTML}, "303": _SEE_OTHER, **_errors(401)},
         }
     },
+    "/ui/jobs/{jobId}": {
+        "get": {
+            "summary": "A job's page (payload, result, progress, attempts, operator actions)",
+            "parameters": [_JOB_ID],
+            "responses": {"200": {"description": "the page", **_HTML}, "303": _SEE_OTHER, **_errors(401, 404)},
+        }
+    },
+    "/help": {
+        "get": {
+            "summary": "Help: the job state diagram",
+            "responses": {"200": {"description": "the page", **_HTML}, "303": _SEE_OTHER, **_errors(401)},
+        }
+    },
     "/login": {
         "get": {
             "summary": "The sign-in form",
@@ -258,6 +271,20 @@ SPEC: dict[str, Any] = {
                     {"name": "tenant", "in": "query", "schema": {"type": "string"}, "description": "admin keys only"}
                 ],
                 "responses": {"101": {"description": "switching to WebSocket"}, **_errors(400, 401, 403, 503)},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Counts by status, queue depth, jobs finished per second, DLQ size",
+                "parameters": [{"name": "tenant", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"200": _ok("metrics", {"type": "object"}), **_errors(400, 401)},
+            }
+        },
+        "/metrics/prometheus": {
+            "get": {
+                "summary": "The same figures in the Prometheus text exposition format",
+                "parameters": [{"name": "tenant", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "text/plain; version=0.0.4"}, **_errors(400, 401)},
             }
         },
         **_PAGES,

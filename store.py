@@ -102,6 +102,9 @@ class JsonStore:
     async def close(self) -> None:
         await self.log.close()
 
+    def stats(self) -> dict[str, int]:
+        return {"commits": self.log.commits, "fsyncs": self.log.fsyncs}
+
     def subscribe(self, listener: JobListener) -> None:
         self._listeners.append(listener)
 

@@ -15,7 +15,7 @@ import logging
 
 from aiohttp import web
 
-from auth import AUTH_FAILURES, SESSIONS, principal_of, require_same_origin, session_principal
+from auth import AUTH_FAILURES, SESSIONS, require_same_origin, session_principal
 from pages import redirect, render_page
 from services import services_of
 from sessions import COOKIE_NAME
@@ -89,10 +89,3 @@ async def logout(request: web.Request) -> web.Response:
     response = redirect("/login")
     clear_session_cookie(response, secure=request.secure)
     return response
-
-
-@routes.get("/")
-async def home(request: web.Request) -> web.Response:
-    """Placeholder until the dashboard lands (issue 3): who is signed in, and
-    the sign-out button."""
-    return render_page(request, "home.html", {"principal": principal_of(request)})

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import posixpath
 import string
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -52,14 +53,24 @@ def store_state(jobq: Harness) -> tuple[Any, ...]:
     return jobq.store.counts(None), set(jobs), jobs, set(jobq.store.index.idem)
 
 
-PAGES = frozenset({"/", "/login"})  # browser pages answer HTML; the API answers JSON
+PAGES = frozenset({"/", "/login", "/help"})  # browser pages answer HTML; the API answers JSON
+
+
+def expected_type(path: str) -> str:
+    """The content type of a 2xx answer for `path`, as the client normalised it."""
+    normal = posixpath.normpath(path) if path else path
+    if normal in PAGES or normal.startswith("/ui/"):
+        return "text/html"
+    if normal == "/metrics/prometheus":
+        return "text/plain"
+    return "application/json"
 
 
 def check_answer(method: str, status: int, content_type: str, raw: bytes, path: str = "") -> None:
     event(f"status {status}")  # see the spread with --hypothesis-show-statistics
     assert status < 500, (status, raw[:500])
     if 200 <= status < 300:
-        assert content_type == ("text/html" if path in PAGES else "application/json"), (status, content_type)
+        assert content_type == expected_type(path), (status, content_type, path)
     if status >= 400:
         assert content_type == PROBLEM, (status, content_type, raw[:500])
         if method == "HEAD":
