@@ -55,6 +55,7 @@ QUEUE_SIZE = 256  # messages a client may have waiting before it falls behind
 SEND_BUDGET = 5000.0  # messages a second over all clients
 MIN_CLIENT_RATE = 10.0  # messages a second a client may always send
 SNAPSHOT_JOBS = 100
+MAX_RESYNC_TICKS = 5  # the longest a client that cannot keep up waits for a snapshot
 TICK_SECONDS = 1.0
 
 Scope = str | None  # a tenant, or None: every tenant
@@ -81,6 +82,9 @@ class LiveClient:
     label: str = ""
     state: str = STARTING
     resyncs: int = 0  # times it fell behind
+    backoff: int = 1  # ticks it waits for its next snapshot once behind
+    resync_at: int = 0  # the tick at which it gets that snapshot
+    last_resync: int = -(10**9)
     sent: int = 0  # messages written to its socket
     sender: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -104,6 +108,7 @@ class LiveHub:
         self._clients: set[LiveClient] = set()
         self._live: dict[Scope, set[LiveClient]] = {}
         self._behind: set[LiveClient] = set()
+        self._ticks = 0
         self.finished = FinishedCounter(int(clock.monotonic()))
 
     @property
@@ -177,6 +182,13 @@ class LiveHub:
         client.queue = asyncio.Queue(client.queue.maxsize)
         client.state = BEHIND
         client.resyncs += 1
+        # Behind again soon after its last snapshot: it cannot keep up with
+        # this rate, so the snapshots it gets instead come less often (1, 2,
+        # 4 ... MAX_RESYNC_TICKS ticks); a full snapshot per viewer per second
+        # would otherwise cost more than the stream it replaces.
+        soon = self._ticks - client.last_resync <= client.backoff
+        client.backoff = min(client.backoff * 2, MAX_RESYNC_TICKS) if soon else 1
+        client.resync_at = self._ticks + client.backoff
         self._leave_live(client)
         self._behind.add(client)
         if client.resyncs == 1:
@@ -211,8 +223,12 @@ class LiveHub:
             for client in list(clients):
                 if client.queue.qsize() > lag_limit:
                     self._fall_behind(client)
+        self._ticks += 1
         snapshots: dict[Scope, bytes] = {}
         for client in list(self._behind):
+            if client.resync_at > self._ticks:
+                continue
+            client.last_resync = self._ticks
             data = snapshots.get(client.tenant_id)
             if data is None:
                 data = snapshots[client.tenant_id] = orjson.dumps(self.snapshot(client.tenant_id))

@@ -323,6 +323,38 @@ async def test_a_client_that_falls_behind_gets_a_fresh_snapshot(jobq: Harness) -
     await ws.close()
 
 
+async def test_a_client_that_keeps_falling_behind_gets_snapshots_less_often(jobq: Harness) -> None:
+    hub = hub_of(jobq)
+    ws = await connect(jobq)
+    await receive(ws, "snapshot")
+    job = await jobq.submit()
+    await receive(ws, "job")
+    [client] = hub.clients
+    stored = jobq.store.get(job["jobId"], "acme")
+    assert stored is not None
+
+    def flood() -> None:
+        for _ in range(hub.queue_size * 2):
+            hub.publish_job(stored)
+        assert client.state == "behind"
+
+    waits = []
+    for _ in range(5):
+        flood()  # behind again right after its snapshot: it cannot keep up
+        ticks = 0
+        while client.state == "behind":
+            hub.tick()
+            ticks += 1
+        waits.append(ticks)
+    assert waits == [1, 2, 4, 5, 5]  # doubling, capped at MAX_RESYNC_TICKS
+    for _ in range(10):  # it keeps up for a while...
+        hub.tick()
+    flood()
+    hub.tick()
+    assert client.state == "live"  # ...so the next time it is resynced at once
+    await ws.close()
+
+
 async def test_a_stuck_client_never_slows_the_worker(jobq: Harness) -> None:
     hub = hub_of(jobq)
     watcher = await connect(jobq)  # a healthy viewer alongside, with the default queue
