@@ -278,6 +278,9 @@ async def test_help_page_shows_the_state_diagram(ui: UI, jobq: Harness) -> None:
     await ui.login("admin")
     await ui.page.goto(ui.url("/help"))
     await expect(ui.page.locator(".transitions tbody tr")).to_have_count(14)
+    diagram = ui.page.locator("img.diagram")
+    await expect(diagram).to_be_visible()
+    assert await diagram.evaluate("img => img.complete && img.naturalWidth > 0")  # the SVG loaded under the CSP
     await expect(ui.page.locator("#conn")).to_have_text("live")
     await ui.screenshot("help")
 
