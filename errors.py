@@ -52,10 +52,6 @@ class NotFound(JobqError):
     status, type, title = 404, "not-found", "Not found"
 
 
-class MethodNotAllowed(JobqError):
-    status, type, title = 405, "method-not-allowed", "Method not allowed"
-
-
 class Conflict(JobqError):
     status, type, title = 409, "conflict", "State conflict"
 
