@@ -31,6 +31,7 @@ class Services:
             max_attempts=self.settings.max_attempts,
             timeout_seconds=self.settings.default_timeout_seconds,
             max_payload_bytes=self.settings.max_payload_bytes,
+            allow_private_urls=self.settings.allow_private_urls,
         )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from yarl import URL
 
+from addrguard import check_url_target
 from errors import BadRequest, FieldError, PayloadTooLarge, ValidationFailed
 from handlers import Registry
 from models import ListQuery, NewJob, Status
@@ -50,6 +51,7 @@ class SubmitDefaults:
     max_attempts: int
     timeout_seconds: float
     max_payload_bytes: int
+    allow_private_urls: bool  # JOBQ_ALLOW_PRIVATE_URLS: lifts the address guard (SPEC §9)
 
 
 def is_int(value: object) -> bool:
@@ -72,7 +74,7 @@ def parse_timestamp(value: object) -> datetime | None:
         return None
 
 
-def check_url(value: object, field: str, errors: list[FieldError]) -> str | None:
+def check_url(value: object, field: str, errors: list[FieldError], *, allow_private: bool) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or len(value) > MAX_URL_LENGTH:
@@ -88,6 +90,10 @@ def check_url(value: object, field: str, errors: list[FieldError]) -> str | None
         return None
     if url.user is not None or url.password is not None:
         errors.append(FieldError(field, "must not carry a user name or password"))
+        return None
+    refused = check_url_target(value, allow_private)  # the address guard, SPEC §9
+    if refused is not None:
+        errors.append(FieldError(field, refused))
         return None
     return value
 
@@ -158,7 +164,9 @@ def parse_new_job(
         elif expires_at <= now:
             err("expiresAt", "must be in the future")
 
-    webhook_url = check_url(body.get("webhookUrl"), prefix + "webhookUrl", errors)
+    webhook_url = check_url(
+        body.get("webhookUrl"), prefix + "webhookUrl", errors, allow_private=defaults.allow_private_urls
+    )
     depends_on = body.get("dependsOn", [])
     if (
         not isinstance(depends_on, list)
