@@ -60,7 +60,7 @@ def create_app(
     only runs when a test drives it (`run_once`, `run_until_idle`).
     Without `session_codec` the session secret is loaded (or created) here,
     which raises `SessionSecretError` for an unusable `session.key`."""
-    registry = registry or default_registry()
+    registry = registry or default_registry(allow_private_urls=settings.allow_private_urls)
     tenants = tenants or TenantRegistry(settings.tenants_file, clock.monotonic)
     services = Services(settings=settings, store=store, clock=clock, registry=registry, tenants=tenants)
     failures = FailureWindow(settings.auth_failures_per_minute)
@@ -207,10 +207,11 @@ async def wait_for_signal() -> None:
     await stop.wait()
 
 
-def default_registry() -> Registry:
-    """The process-wide registry, with the built-in handlers."""
+def default_registry(*, allow_private_urls: bool = False) -> Registry:
+    """The process-wide registry, with the built-in handlers (registered once,
+    by the first call: `allow_private_urls` is that call's)."""
     if REGISTRY.get("echo") is None:
-        register_builtins(REGISTRY)
+        register_builtins(REGISTRY, allow_private_urls=allow_private_urls)
     return REGISTRY
 
 

@@ -1,4 +1,4 @@
-"""The built-in job types: `echo`, `sleep`, `fail` (SPEC §6)."""
+"""The built-in job types: `echo`, `sleep`, `fail`, `http` (SPEC §6)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 from errors import FieldError
 from handlers import Context, PermanentError, Registry
 from models import JSON, Job
+from outbound import make_http_handler, make_http_validator
 
 MAX_SLEEP_SECONDS = 86400.0
 
@@ -54,8 +55,11 @@ async def fail(job: Job, ctx: Context) -> JSON:
     return {"failedAttempts": times}
 
 
-def register_builtins(registry: Registry) -> Registry:
+def register_builtins(registry: Registry, *, allow_private_urls: bool = False) -> Registry:
+    """Register the built-ins. `allow_private_urls` (JOBQ_ALLOW_PRIVATE_URLS)
+    lifts the address guard of the `http` job type, at submit and at connect."""
     registry.handler("echo")(echo)
     registry.handler("sleep", validate=_validate_sleep)(sleep)
     registry.handler("fail", validate=_validate_fail)(fail)
+    registry.handler("http", validate=make_http_validator(allow_private_urls))(make_http_handler(allow_private_urls))
     return registry
