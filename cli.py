@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections import Counter
 
+from clock import SystemClock
 from config import Settings
 from errors import CorruptStore
 from journal import DurableLog
@@ -18,6 +19,9 @@ def _parser() -> argparse.ArgumentParser:
     tenants = sub.add_parser("tenants", help="manage tenants").add_subparsers(dest="command", required=True)
     tenants.add_parser("add", help="create a tenant and print its first key").add_argument("name")
     tenants.add_parser("list", help="list tenants")
+    tenants.add_parser(
+        "rotate-secret", help="a new webhook signing secret; the old one keeps signing for the rotation window"
+    ).add_argument("name")
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="command", required=True)
     add = keys.add_parser("add", help="add a key to a tenant, or an admin key")
     add.add_argument("name", nargs="?")
@@ -38,7 +42,11 @@ def run_command(settings: Settings, argv: list[str]) -> int:
             for name in sorted(doc.tenants):
                 print(name)
             return 0
-        if args.group == "tenants":
+        if args.group == "tenants" and args.command == "rotate-secret":
+            key = doc.rotate_webhook_secret(args.name, SystemClock().now())
+            hours = settings.webhook_rotation_hours
+            what = f"a new webhook secret for {args.name!r} (the old one still signs for {hours:g} h)"
+        elif args.group == "tenants":
             key = doc.add_tenant(args.name)
             what = f"tenant {args.name!r}"
         elif args.admin:
@@ -57,7 +65,7 @@ def run_command(settings: Settings, argv: list[str]) -> int:
     except TenantsFileError as exc:
         print(f"jobq: {exc}", file=sys.stderr)
         return 2
-    print(f"created {what}; the key is shown only this once:", file=sys.stderr)
+    print(f"created {what}; it is shown only this once:", file=sys.stderr)
     print(key)
     return 0
 

@@ -102,6 +102,7 @@ class Settings:
     # HMAC key of the dashboard's session cookie; None: `session.key` in data_dir.
     session_secret: Secret | None = None
     session_hours: float = 12.0
+    webhook_rotation_hours: float = 24.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -130,4 +131,5 @@ class Settings:
             journal_compact_bytes=_int(env, "JOBQ_JOURNAL_COMPACT_BYTES", 64 * 1024 * 1024, minimum=1024),
             session_secret=_secret(env, "JOBQ_SESSION_SECRET", min_length=32),
             session_hours=_float(env, "JOBQ_SESSION_HOURS", 12.0, minimum=0.01),
+            webhook_rotation_hours=_float(env, "JOBQ_WEBHOOK_ROTATION_HOURS", 24.0),
         )

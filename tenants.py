@@ -15,12 +15,14 @@ import re
 import secrets as pysecrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from fsio import FileSystem, atomic_write
+from models import format_ts, parse_ts
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +147,18 @@ class TenantsDoc:
         self.admins.append({"hash": hash_key(key), "label": label})
         return key
 
+    def rotate_webhook_secret(self, name: str, now: datetime) -> str:
+        """A new signing secret for tenant `name`, returned (shown once). The
+        previous one moves second and keeps signing until the rotation window
+        (`JOBQ_WEBHOOK_ROTATION_HOURS`) after `now` has passed."""
+        if name not in self.tenants:
+            raise TenantsFileError(f"no tenant named {name!r}")
+        tenant = self.tenants[name]
+        secret = new_webhook_secret()
+        tenant["webhookSecrets"] = [secret, *tenant.get("webhookSecrets", [])[:1]]
+        tenant["webhookSecretRotatedAt"] = format_ts(now)
+        return secret
+
 
 class TenantRegistry:
     """Answers "whose key is this" and "what are this tenant's limits", from
@@ -215,3 +229,17 @@ class TenantRegistry:
 
     def tenant_names(self) -> list[str]:
         return sorted(self._limits)
+
+    def webhook_secrets(self, tenant_id: str, now: datetime, rotation_hours: float) -> list[str]:
+        """The secrets that sign the tenant's webhooks now: the newest, and the
+        one it replaced while the rotation window is open. Empty for an
+        unknown tenant."""
+        self.refresh()
+        tenant = self.doc.tenants.get(tenant_id)
+        if tenant is None:
+            return []
+        secrets = list(tenant.get("webhookSecrets", []))[:2]
+        rotated = parse_ts(tenant.get("webhookSecretRotatedAt"))
+        if rotated is None or now >= rotated + timedelta(hours=rotation_hours):
+            secrets = secrets[:1]
+        return secrets

@@ -78,3 +78,29 @@ def test_tenants_file_changes_are_picked_up_by_a_running_registry(tmp_path: Path
     key = run(tmp_path, "keys", "add", "acme").stdout.strip()
     now[0] += 2
     assert registry.authenticate(key) is not None
+
+
+def test_rotating_the_webhook_secret_keeps_the_old_one_for_the_window(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from models import parse_ts
+
+    run(tmp_path, "tenants", "add", "acme")
+    first = orjson.loads((tmp_path / "tenants.json").read_bytes())["tenants"]["acme"]["webhookSecrets"][0]
+    rotated = run(tmp_path, "tenants", "rotate-secret", "acme")
+    assert rotated.returncode == 0, rotated.stderr
+    new = rotated.stdout.strip()
+    assert new.startswith("whsec_") and new != first
+    tenant = orjson.loads((tmp_path / "tenants.json").read_bytes())["tenants"]["acme"]
+    assert tenant["webhookSecrets"] == [new, first]
+    at = parse_ts(tenant["webhookSecretRotatedAt"])
+    assert at is not None
+
+    registry = TenantRegistry(tmp_path / "tenants.json", lambda: 0.0)
+    assert registry.webhook_secrets("acme", at + timedelta(hours=23), 24) == [new, first]
+    assert registry.webhook_secrets("acme", at + timedelta(hours=24), 24) == [new]
+    assert registry.webhook_secrets("nobody", at, 24) == []
+    assert run(tmp_path, "tenants", "rotate-secret", "nobody").returncode == 2
+
+    again = run(tmp_path, "tenants", "rotate-secret", "acme").stdout.strip()
+    assert orjson.loads((tmp_path / "tenants.json").read_bytes())["tenants"]["acme"]["webhookSecrets"] == [again, new]
