@@ -21,6 +21,7 @@ from typing import Any
 from sortedcontainers import SortedList
 
 from models import CLAIMABLE, Job, Status
+from outbox import Delivery
 from rules import claim_key
 
 
@@ -95,6 +96,8 @@ class JobIndex:
         self.expiries: list[TimerEntry] = []
         self.dependents: dict[str, set[str]] = {}
         self.idem: dict[tuple[str, str], IdemRecord] = {}
+        self.deliveries: dict[str, Delivery] = {}
+        self.deliveries_of_job: dict[str, list[str]] = {}
         self.idem_of_job: dict[str, tuple[str, str]] = {}
         self._seq = itertools.count()
 
@@ -170,6 +173,23 @@ class JobIndex:
             for job_id in old.job_ids:
                 if self.idem_of_job.get(job_id) == (tenant_id, key):
                     del self.idem_of_job[job_id]
+        return old
+
+    def put_delivery(self, delivery: Delivery) -> Delivery | None:
+        old = self.deliveries.get(delivery.delivery_id)
+        self.deliveries[delivery.delivery_id] = delivery
+        if old is None:
+            self.deliveries_of_job.setdefault(delivery.job_id, []).append(delivery.delivery_id)
+        return old
+
+    def remove_delivery(self, delivery_id: str) -> Delivery | None:
+        old = self.deliveries.pop(delivery_id, None)
+        if old is not None:
+            ids = self.deliveries_of_job.get(old.job_id, [])
+            if delivery_id in ids:
+                ids.remove(delivery_id)
+            if not ids:
+                self.deliveries_of_job.pop(old.job_id, None)
         return old
 
     # ---- reads ----------------------------------------------------------

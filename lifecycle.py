@@ -27,6 +27,7 @@ from models import (
     check_transition,
     new_id,
 )
+from outbox import delivery_for
 from rules import backoff_seconds
 from transaction import Transaction
 
@@ -92,7 +93,7 @@ def settle(tx: Transaction, job: Job, outcome: Outcome, now: datetime, policy: R
             attempt_history=_end_attempt(job, AttemptStatus.SUCCEEDED, None, now),
         )
         tx.put(done)
-        dependency_ended(tx, done, now)
+        ended(tx, done, now)
         return done
     if isinstance(outcome, Interrupted):
         return tx.put(
@@ -135,7 +136,7 @@ def settle(tx: Transaction, job: Job, outcome: Outcome, now: datetime, policy: R
             attempt_history=history,
         )
         tx.put(dead)
-        dependency_ended(tx, dead, now)
+        ended(tx, dead, now)
         return dead
     delay = policy.delay(job.counted_attempts)
     return tx.put(
@@ -160,7 +161,7 @@ def cancel(tx: Transaction, job: Job, reason: str, now: datetime, actor: str | N
     if actor is not None:
         changes["operator_actions"] = [*job.operator_actions, OperatorAction("cancel", actor, now)]
     done = tx.put(move(job, Status.CANCELLED, now, **changes))
-    dependency_ended(tx, done, now)
+    ended(tx, done, now)
     return done
 
 
@@ -181,14 +182,24 @@ def retry_from_dlq(tx: Transaction, job: Job, actor: str, now: datetime) -> Job:
     )
 
 
-def dependency_ended(tx: Transaction, ended: Job, now: datetime) -> None:
-    """`ended` reached a terminal state: promote or cancel the jobs waiting on it."""
-    for waiting_id in sorted(tx.index.dependents.get(ended.job_id, ())):
+def ended(tx: Transaction, job: Job, now: datetime) -> None:
+    """`job` has just reached a terminal state: its webhook goes into the
+    outbox, and the jobs waiting on it are promoted or cancelled, all in the
+    same transaction as the change itself."""
+    delivery = delivery_for(job, now)
+    if delivery is not None:
+        tx.put_delivery(delivery)
+    dependency_ended(tx, job, now)
+
+
+def dependency_ended(tx: Transaction, finished: Job, now: datetime) -> None:
+    """`finished` reached a terminal state: promote or cancel the jobs waiting on it."""
+    for waiting_id in sorted(tx.index.dependents.get(finished.job_id, ())):
         waiting = tx.latest(waiting_id)
         if waiting is None or waiting.status is not Status.WAITING:
             continue
-        if ended.status is not Status.SUCCEEDED:
-            cancel(tx, waiting, f"dependency {ended.job_id} ended {ended.status.value}", now)
+        if finished.status is not Status.SUCCEEDED:
+            cancel(tx, waiting, f"dependency {finished.job_id} ended {finished.status.value}", now)
         elif first_unfinished_dependency(waiting, tx.latest) is None:
             tx.put(move(waiting, Status.QUEUED, now, next_run_at=max(waiting.next_run_at, now)))
 

@@ -240,6 +240,13 @@ SPEC: dict[str, Any] = {
                 "responses": {"200": _ok("the job", _JOB), **_errors(401, 404)},
             }
         },
+        "/jobs/{jobId}/deliveries": {
+            "get": {
+                "summary": "The job's webhook deliveries (the outbox) and their attempts",
+                "parameters": [_JOB_ID],
+                "responses": {"200": _ok("deliveries", {"type": "object"}), **_errors(401, 404)},
+            }
+        },
         "/jobs/{jobId}/cancel": {
             "post": {
                 "summary": "Cancel a job that has not ended",

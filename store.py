@@ -26,6 +26,7 @@ from lifecycle import RetryPolicy, cancel, retry_from_dlq, settle, start_attempt
 from lifecycle import first_unfinished_dependency as _first_unfinished
 from listing import decode_cursor, encode_cursor, matches
 from models import Failed, Job, ListQuery, NewJob, Outcome, Status, format_ts, new_id, to_ms
+from outbox import Delivery
 from rules import waiting_reason
 from store_protocol import Claimed, IdemRequest, JobListener, SubmitResult
 from submission import build_jobs
@@ -74,6 +75,8 @@ class JsonStore:
                         jobs.append(Job.from_record(value))
                     elif key.startswith("idem:"):
                         self.index.put_idem(IdemRecord.from_record(value))
+                    elif key.startswith("delivery:"):
+                        self.index.put_delivery(Delivery.from_record(value))
             except (KeyError, TypeError, ValueError, AssertionError) as exc:
                 raise CorruptStore(
                     f"{self.log.snapshot_path} or a journal beside it holds a record jobq cannot read: {exc!r}; "
@@ -189,6 +192,11 @@ class JsonStore:
             del found[query.limit :]
             return found, encode_cursor(found[-1])
         return found, None
+
+    def deliveries(self, job_id: str, tenant_id: str | None) -> list[Delivery]:
+        """The job's webhook deliveries, oldest first; `NotFound` like `get`."""
+        self._get_visible(job_id, tenant_id)
+        return [self.index.deliveries[d] for d in self.index.deliveries_of_job.get(job_id, ())]
 
     def counts(self, tenant_id: str | None) -> dict[str, int]:
         totals = {status.value: 0 for status in Status}
@@ -314,6 +322,8 @@ class JsonStore:
 
     def _purge(self, tx: Transaction, job: Job) -> None:
         tx.remove(job.job_id)
+        for delivery_id in list(self.index.deliveries_of_job.get(job.job_id, ())):
+            tx.remove_delivery(delivery_id)
         idem_key = self.index.idem_of_job.get(job.job_id)
         if idem_key is not None:
             record = self.index.idem[idem_key]

@@ -17,6 +17,7 @@ from typing import Any
 
 from jobindex import IdemRecord, JobIndex, idem_storage_key
 from models import Job
+from outbox import Delivery
 from store_protocol import JobListener
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,22 @@ class Transaction:
         if old is not None:
             self._undo.append(lambda: self._restore_idem(old, old))
             self._changes[idem_storage_key(tenant_id, key)] = None
+
+    def put_delivery(self, delivery: Delivery) -> None:
+        old = self.index.put_delivery(delivery)
+        self._undo.append(lambda: self._restore_delivery(delivery, old))
+        self._changes[delivery.storage_key] = delivery.to_record()
+
+    def remove_delivery(self, delivery_id: str) -> None:
+        old = self.index.remove_delivery(delivery_id)
+        if old is not None:
+            self._undo.append(lambda: self._restore_delivery(old, old))
+            self._changes[old.storage_key] = None
+
+    def _restore_delivery(self, delivery: Delivery, old: Delivery | None) -> None:
+        self.index.remove_delivery(delivery.delivery_id)
+        if old is not None:
+            self.index.put_delivery(old)
 
     def _restore_idem(self, record: IdemRecord, old: IdemRecord | None) -> None:
         self.index.remove_idem(record.tenant_id, record.key)

@@ -149,6 +149,14 @@ async def get_job(request: web.Request) -> web.Response:
 # ---- operator actions ---------------------------------------------------
 
 
+@routes.get("/jobs/{job_id}/deliveries")
+async def job_deliveries(request: web.Request) -> web.Response:
+    """The job's webhook deliveries and their attempts (SPEC §9)."""
+    services = services_of(request)
+    deliveries = services.store.deliveries(request.match_info["job_id"], principal_of(request).tenant_id)
+    return json_response({"deliveries": [d.to_api() for d in deliveries]})
+
+
 async def _operator_action(request: web.Request, action: str) -> web.Response:
     services = services_of(request)
     principal = require_writer(request)
