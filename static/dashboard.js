@@ -626,8 +626,26 @@ function jobPage() {
     $("j-cancel").hidden = !(CAN_WRITE && !TERMINAL.has(job.status));
   }
 
+  function renderDeliveries(deliveries) {
+    const list = $("j-deliveries");
+    clear(list);
+    for (const delivery of deliveries) {
+      const tries = delivery.attempts.length;
+      list.append(
+        el("li", { "data-delivery": delivery.deliveryId },
+          el("strong", { text: delivery.event }), " ", badge(delivery.status), " ",
+          el("span", { class: "muted small", text: `${delivery.url} · ${tries} attempt${tries === 1 ? "" : "s"} · id ${delivery.deliveryId}` })));
+    }
+    $("j-deliveries-empty").hidden = list.children.length > 0;
+  }
+
   async function load() {
-    render(await api("GET", `/jobs/${encodeURIComponent(jobId)}`));
+    const [job, deliveries] = await Promise.all([
+      api("GET", `/jobs/${encodeURIComponent(jobId)}`),
+      api("GET", `/jobs/${encodeURIComponent(jobId)}/deliveries`),
+    ]);
+    render(job);
+    renderDeliveries(deliveries.deliveries);
   }
 
   function soon() {

@@ -125,7 +125,7 @@ async def test_a_job_goes_queued_running_succeeded_without_reload(ui: UI, jobq: 
     page.on("framenavigated", lambda frame: navigations.append(frame.url))
 
     # Long enough to be seen running (the handler really sleeps), short enough for a quick test.
-    job = await jobq.submit(type="sleep", payload={"seconds": 2})
+    job = await jobq.submit(type="sleep", payload={"seconds": 2}, webhookUrl="https://hooks.example.com/done")
     job_id = job["jobId"]
     await ui.expect_status(job_id, "queued")
     await jobq.worker.run_once()
@@ -156,6 +156,10 @@ async def test_a_job_goes_queued_running_succeeded_without_reload(ui: UI, jobq: 
     await expect(page.locator("#j-attempts li")).to_have_count(1)
     await expect(page.locator("#j-attempts li").first).to_contain_text("succeeded")
     await expect(page.locator("#j-cancel")).to_be_hidden()
+    # Its webhook delivery, queued in the outbox when the job ended.
+    await expect(page.locator("#j-deliveries li")).to_have_count(1)
+    await expect(page.locator("#j-deliveries li").first).to_contain_text("job.succeeded")
+    await expect(page.locator("#j-deliveries li").first).to_contain_text("pending")
     await ui.screenshot("job")
 
 
