@@ -46,7 +46,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from clock import Clock
 from models import TERMINAL, Job, ListQuery, Status, format_ts
-from store_protocol import Store
+from store_protocol import Store, jobs_as_api
 from throughput import FinishedCounter
 
 logger = logging.getLogger(__name__)
@@ -257,9 +257,7 @@ class LiveHub:
     # ---- what is sent ------------------------------------------------------
 
     def _render(self, jobs: list[Job]) -> list[dict[str, Any]]:
-        """Jobs as the API shows them, `waitingReason` included (as `views_jobs.render_jobs`)."""
-        reasons = self.store.waiting_reasons(jobs, self.clock.now())
-        return [job.to_api(reason) for job, reason in zip(jobs, reasons, strict=True)]
+        return jobs_as_api(self.store, jobs, self.clock.now())
 
     def snapshot(self, tenant_id: Scope) -> dict[str, Any]:
         """Counts by status and the newest `snapshot_jobs` jobs of the scope."""

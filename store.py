@@ -10,7 +10,6 @@ write leaves nothing behind: no phantom job, no remembered Idempotency-Key.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 from collections.abc import Callable, Iterable
@@ -28,7 +27,7 @@ from listing import decode_cursor, encode_cursor, matches
 from models import Failed, Job, ListQuery, NewJob, Outcome, Status, format_ts, new_id, to_ms
 from outbox import Delivery
 from rules import waiting_reason
-from store_protocol import Claimed, IdemRequest, JobListener, SubmitResult
+from store_protocol import Claimed, IdemRequest, JobListener, SubmitResult, jobs_as_api
 from submission import build_jobs
 from transaction import Transaction
 
@@ -136,7 +135,7 @@ class JsonStore:
         tx = Transaction(self.index)
         for job in new_jobs:
             tx.put(job)
-        bodies = [job.to_api(reason) for job, reason in zip(new_jobs, self.waiting_reasons(new_jobs, now), strict=True)]
+        bodies = jobs_as_api(self, new_jobs, now)
         record = None
         if idem is not None:
             record = IdemRecord(
@@ -234,15 +233,12 @@ class JsonStore:
         now = to_ms(now)
         self.index.promote_due(now)
         tenants = self.index.tenants_with_ready()
-        if not tenants or limit <= 0:
-            nothing: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            nothing.set_result(None)
-            return Claimed([], nothing)
-        self._rr = (self._rr + 1) % len(tenants)
-        tenants = tenants[self._rr :] + tenants[: self._rr]
-        tx = Transaction(self.index)
+        if tenants:
+            self._rr = (self._rr + 1) % len(tenants)
+            tenants = tenants[self._rr :] + tenants[: self._rr]
+        tx = Transaction(self.index)  # with nothing claimed, its commit is already done
         claimed: list[Job] = []
-        while len(claimed) < limit:
+        while tenants and len(claimed) < limit:
             before = len(claimed)
             for tenant in tenants:
                 if len(claimed) >= limit:

@@ -74,3 +74,10 @@ class Store(Protocol):
         ...
     async def ready(self) -> bool: ...
     async def close(self) -> None: ...
+
+
+def jobs_as_api(store: Store, jobs: list[Job], now: datetime, *, with_history: bool = False) -> list[dict[str, Any]]:
+    """The jobs as the HTTP API (and the live updates) show them, each with its
+    computed `waitingReason`."""
+    reasons = store.waiting_reasons(jobs, now)
+    return [job.to_api(reason, with_history=with_history) for job, reason in zip(jobs, reasons, strict=True)]

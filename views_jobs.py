@@ -27,7 +27,7 @@ from errors import (
 from idempotency import idem_request
 from models import Job, ListQuery, NewJob, Status
 from services import Services, services_of
-from store_protocol import SubmitResult
+from store_protocol import SubmitResult, jobs_as_api
 from validation import parse_batch, parse_filter, parse_list_query, parse_submit
 
 routes = web.RouteTableDef()
@@ -50,8 +50,7 @@ async def read_json(request: web.Request) -> Any:
 
 
 def render_jobs(services: Services, jobs: list[Job], *, with_history: bool = False) -> list[dict[str, Any]]:
-    reasons = services.store.waiting_reasons(jobs, services.clock.now())
-    return [job.to_api(reason, with_history=with_history) for job, reason in zip(jobs, reasons, strict=True)]
+    return jobs_as_api(services.store, jobs, services.clock.now(), with_history=with_history)
 
 
 def render_job(services: Services, job: Job) -> dict[str, Any]:
