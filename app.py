@@ -8,12 +8,14 @@ entry point and by the tests alike. Nothing imports this module.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
 import signal
 import sys
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 from aiohttp import web
 
@@ -23,10 +25,12 @@ import views_jobs
 import views_metrics
 import views_session
 import views_ws
+from alert_monitor import AlertMonitor
 from auth import AUTH_FAILURES, SESSIONS, make_auth_middleware
 from builtin_handlers import register_builtins
 from clock import Clock, SystemClock
 from config import ConfigError, Settings
+from delivery_policy import RetrySchedule
 from errors import CorruptStore, StoreLocked
 from handlers import REGISTRY, Registry
 from lifecycle import RetryPolicy
@@ -38,11 +42,14 @@ from sessions import SessionCodec, SessionSecretError
 from store import JsonStore
 from store_protocol import Store
 from tenants import TenantRegistry, TenantsDoc, TenantsFileError
+from webhooks import DeliverySender, SenderLimits
 from worker import Worker
 
 logger = logging.getLogger("jobq")
 
 WORKER = web.AppKey("jobq.worker", Worker)
+SENDER = web.AppKey("jobq.sender", DeliverySender)
+ALERTS = web.AppKey("jobq.alerts", AlertMonitor)
 
 
 def create_app(
@@ -87,10 +94,21 @@ def create_app(
         retention_seconds=settings.retention_days * 86400.0,
     )
     app[WORKER] = worker
+    sender = make_sender(settings, store, clock, tenants)
+    app[SENDER] = sender
+    app[ALERTS] = AlertMonitor(
+        store,
+        clock,
+        tenant_names=tenants.tenant_names,
+        dlq_alert_seconds=settings.dlq_alert_seconds,
+        alert_url=settings.alert_url,
+        on_notification=sender.wake,
+    )
     views_ws.setup_live(app, store, clock)
 
     async def close_store(app: web.Application) -> AsyncIterator[None]:
         yield
+        await sender.stop(0)  # already stopped when it ran; this closes its client sessions
         await store.close()
 
     async def run_worker_loop(app: web.Application) -> AsyncIterator[None]:
@@ -100,11 +118,46 @@ def create_app(
         await worker.stop(settings.shutdown_grace_seconds)
         await task
 
+    async def run_outbox(app: web.Application) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        monitor = loop.create_task(app[ALERTS].run(), name="jobq-alerts")
+        sending = loop.create_task(sender.run(), name="jobq-sender") if settings.webhook_concurrency else None
+        yield
+        monitor.cancel()
+        await sender.stop(min(settings.shutdown_grace_seconds, settings.webhook_timeout_seconds))
+        for task in (monitor, sending):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
     app.cleanup_ctx.append(close_store)
     if run_worker:
         # Also with concurrency 0 (API only): it still expires and purges jobs.
         app.cleanup_ctx.append(run_worker_loop)
+        app.cleanup_ctx.append(run_outbox)
     return app
+
+
+def make_sender(settings: Settings, store: Store, clock: Clock, tenants: TenantRegistry) -> DeliverySender:
+    """The webhook sender: tenants' secrets from the tenants file, the alert
+    secret from the settings."""
+
+    def tenant_secrets(tenant_id: str, now: datetime) -> list[str]:
+        return tenants.webhook_secrets(tenant_id, now, settings.webhook_rotation_hours)
+
+    return DeliverySender(
+        store,
+        clock,
+        tenant_secrets,
+        schedule=RetrySchedule(settings.webhook_retry_schedule),
+        limits=SenderLimits(
+            timeout_seconds=settings.webhook_timeout_seconds,
+            concurrency=settings.webhook_concurrency,
+            tenant_concurrency=settings.webhook_tenant_concurrency,
+            allow_private=settings.allow_private_urls,
+        ),
+        operator_secret=settings.alert_secret.reveal() if settings.alert_secret else None,
+    )
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:

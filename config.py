@@ -77,6 +77,41 @@ def _secret(env: Mapping[str, str], name: str, min_length: int) -> Secret | None
     return Secret(raw)
 
 
+DEFAULT_WEBHOOK_RETRY_SCHEDULE = (5.0, 30.0, 120.0, 600.0, 1800.0, 7200.0, 21600.0, 43200.0)
+
+
+def _schedule(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        values = tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        raise ConfigError(f"{name} must be comma-separated seconds, e.g. 5,30,120; got {raw!r}") from None
+    if not all(0 <= value < float("inf") for value in values):
+        raise ConfigError(f"{name} must hold finite seconds of at least 0, got {raw!r}")
+    return values
+
+
+def _alert_url(env: Mapping[str, str]) -> str | None:
+    raw = (env.get("JOBQ_ALERT_URL") or "").strip()
+    if raw and not raw.lower().startswith(("http://", "https://")):
+        raise ConfigError(f"JOBQ_ALERT_URL must be an http or https URL, got {raw!r}")
+    return raw or None
+
+
+def _alert_secret(env: Mapping[str, str]) -> Secret | None:
+    secret = _secret(env, "JOBQ_ALERT_SECRET", min_length=12)
+    if secret is not None and not secret.reveal().startswith("whsec_"):
+        raise ConfigError("JOBQ_ALERT_SECRET must be a whsec_<base64> secret, like a tenant's webhook secret")
+    if env.get("JOBQ_ALERT_URL") and secret is None:
+        raise ConfigError(
+            "JOBQ_ALERT_URL needs JOBQ_ALERT_SECRET, the whsec_<base64> secret alerts are signed with "
+            "(python app.py new-secret prints a fresh one)"
+        )
+    return secret
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -103,6 +138,15 @@ class Settings:
     session_secret: Secret | None = None
     session_hours: float = 12.0
     webhook_rotation_hours: float = 24.0
+    # Seconds before each webhook retry (±20 % jitter); after the last one the delivery is failed.
+    webhook_retry_schedule: tuple[float, ...] = DEFAULT_WEBHOOK_RETRY_SCHEDULE
+    webhook_timeout_seconds: float = 15.0
+    # Webhook (and alert) requests in flight at once, and of those at most this many for one tenant.
+    webhook_concurrency: int = 32
+    webhook_tenant_concurrency: int = 8
+    alert_url: str | None = None
+    alert_secret: Secret | None = None
+    dlq_alert_seconds: float = 300.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -132,4 +176,11 @@ class Settings:
             session_secret=_secret(env, "JOBQ_SESSION_SECRET", min_length=32),
             session_hours=_float(env, "JOBQ_SESSION_HOURS", 12.0, minimum=0.01),
             webhook_rotation_hours=_float(env, "JOBQ_WEBHOOK_ROTATION_HOURS", 24.0),
+            webhook_retry_schedule=_schedule(env, "JOBQ_WEBHOOK_RETRY_SCHEDULE", DEFAULT_WEBHOOK_RETRY_SCHEDULE),
+            webhook_timeout_seconds=_float(env, "JOBQ_WEBHOOK_TIMEOUT_SECONDS", 15.0, minimum=0.001),
+            webhook_concurrency=_int(env, "JOBQ_WEBHOOK_CONCURRENCY", 32),
+            webhook_tenant_concurrency=_int(env, "JOBQ_WEBHOOK_TENANT_CONCURRENCY", 8, minimum=1),
+            alert_url=_alert_url(env),
+            alert_secret=_alert_secret(env),
+            dlq_alert_seconds=_float(env, "JOBQ_DLQ_ALERT_SECONDS", 300.0),
         )

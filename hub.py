@@ -27,7 +27,8 @@ Messages (JSON text frames):
 - `{"type":"snapshot","counts":{status: n},"jobs":[newest 100, newest first]}`
 - `{"type":"job","job":{...}}` on every status change (and progress report)
 - `{"type":"metrics","at":ts,"counts":{...},"queueDepth":n,"finishedLastMinute":n,
-  "finishedPerSecond":x,"finishedBySecond":[60 ints, oldest first]}` on `tick()`
+  "finishedPerSecond":x,"finishedBySecond":[60 ints, oldest first],
+  "deliveries":{pending,delivered,failed,stopped},"alerts":[active alerts]}` on `tick()`
 
 A snapshot reads the store's memory, which runs up to one group commit ahead
 of what is durable: a `job` message right after a snapshot may be older than
@@ -278,6 +279,8 @@ class LiveHub:
             "finishedLastMinute": sum(series),
             "finishedPerSecond": round(self.finished.per_second(series, now_second), 3),
             "finishedBySecond": series,
+            "deliveries": self.store.delivery_counts(tenant_id),
+            "alerts": [alert.to_api() for alert in self.store.alerts(tenant_id) if alert.active],
         }
 
     async def _send_loop(self, client: LiveClient) -> None:

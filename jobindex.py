@@ -20,6 +20,7 @@ from typing import Any
 
 from sortedcontainers import SortedList
 
+from alerts import Alert
 from models import CLAIMABLE, Job, Status
 from outbox import Delivery
 from rules import claim_key
@@ -98,6 +99,12 @@ class JobIndex:
         self.idem: dict[tuple[str, str], IdemRecord] = {}
         self.deliveries: dict[str, Delivery] = {}
         self.deliveries_of_job: dict[str, list[str]] = {}
+        # Pending deliveries by lane (a tenant, or None for alert notifications),
+        # in the order they fall due: (next_attempt_at, delivery id).
+        self.pending_deliveries: dict[str | None, SortedList] = {}
+        self.delivery_counts: dict[str, Counter[str]] = {}
+        self.failed_deliveries: dict[str, None] = {}  # ids of tenants' deliveries that failed for good
+        self.alerts: dict[str, Alert] = {}
         self.idem_of_job: dict[str, tuple[str, str]] = {}
         self._seq = itertools.count()
 
@@ -177,20 +184,57 @@ class JobIndex:
 
     def put_delivery(self, delivery: Delivery) -> Delivery | None:
         old = self.deliveries.get(delivery.delivery_id)
-        self.deliveries[delivery.delivery_id] = delivery
-        if old is None:
+        if old is not None:
+            self._unindex_delivery(old)
+        elif delivery.job_id is not None:
             self.deliveries_of_job.setdefault(delivery.job_id, []).append(delivery.delivery_id)
+        self.deliveries[delivery.delivery_id] = delivery
+        if delivery.status == "pending":
+            lane = self.pending_deliveries.get(delivery.lane)
+            if lane is None:
+                lane = self.pending_deliveries[delivery.lane] = SortedList()
+            lane.add((delivery.next_attempt_at, delivery.delivery_id))
+        if not delivery.for_operator:
+            self.delivery_counts.setdefault(delivery.tenant_id, Counter())[delivery.status] += 1
+            if delivery.status == "failed":
+                self.failed_deliveries[delivery.delivery_id] = None
         return old
 
     def remove_delivery(self, delivery_id: str) -> Delivery | None:
         old = self.deliveries.pop(delivery_id, None)
         if old is not None:
-            ids = self.deliveries_of_job.get(old.job_id, [])
+            self._unindex_delivery(old)
+            ids = self.deliveries_of_job.get(old.job_id or "", [])
             if delivery_id in ids:
                 ids.remove(delivery_id)
             if not ids:
-                self.deliveries_of_job.pop(old.job_id, None)
+                self.deliveries_of_job.pop(old.job_id or "", None)
         return old
+
+    def _unindex_delivery(self, old: Delivery) -> None:
+        if old.status == "pending":
+            self.pending_deliveries[old.lane].remove((old.next_attempt_at, old.delivery_id))
+        if not old.for_operator:
+            self.delivery_counts[old.tenant_id][old.status] -= 1
+            self.failed_deliveries.pop(old.delivery_id, None)
+
+    def due_deliveries(self, lane: str | None, now: datetime) -> Iterator[Delivery]:
+        """The lane's pending deliveries due by `now`, the longest due first."""
+        for due_at, delivery_id in self.pending_deliveries.get(lane, ()):
+            if due_at > now:
+                return
+            yield self.deliveries[delivery_id]
+
+    def next_delivery_at(self) -> datetime | None:
+        return min((lane[0][0] for lane in self.pending_deliveries.values() if lane), default=None)
+
+    def put_alert(self, alert: Alert) -> Alert | None:
+        old = self.alerts.get(alert.alert_id)
+        self.alerts[alert.alert_id] = alert
+        return old
+
+    def remove_alert(self, alert_id: str) -> Alert | None:
+        return self.alerts.pop(alert_id, None)
 
     # ---- reads ----------------------------------------------------------
 

@@ -25,6 +25,9 @@ class Status(StrEnum):
     CANCELLED = "cancelled"
 
 
+# The error of an attempt whose lease ran out (the alert monitor looks for it).
+LEASE_EXPIRED_ERROR = "lease expired: the worker stopped heartbeating"
+
 TERMINAL = frozenset({Status.SUCCEEDED, Status.FATAL, Status.CANCELLED})
 CLAIMABLE = frozenset({Status.QUEUED, Status.RETRY})
 

@@ -87,6 +87,38 @@ _PAGES: dict[str, Any] = {
 }
 
 _JOB = {"$ref": "#/components/schemas/Job"}
+_DELIVERY_ATTEMPT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "attempt": {"type": "integer"},
+        "at": {"type": "string", "format": "date-time"},
+        "webhookTimestamp": {"type": "integer", "description": "the webhook-timestamp header sent"},
+        "statusCode": {"type": ["integer", "null"], "description": "null: no answer (network error, timeout)"},
+        "durationMs": {"type": "number"},
+        "error": {"type": ["string", "null"]},
+        "status": {"enum": ["succeeded", "failed"]},
+        "redelivery": {"type": "boolean"},
+    },
+}
+_DELIVERY: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "deliveryId": {"type": "string", "description": "the webhook-id header, the same on every attempt"},
+        "jobId": {"type": "string"},
+        "tenantId": {"type": "string"},
+        "event": {"enum": ["job.succeeded", "job.fatal", "job.cancelled"]},
+        "url": {"type": "string"},
+        "status": {"enum": ["pending", "delivered", "failed", "stopped"]},
+        "createdAt": {"type": "string", "format": "date-time"},
+        "nextAttemptAt": {"type": "string", "format": "date-time"},
+        "redelivery": {"type": "boolean"},
+        "attempts": {"type": "array", "items": _DELIVERY_ATTEMPT},
+    },
+}
+_DELIVERY_LIST: dict[str, Any] = {
+    "type": "object",
+    "properties": {"deliveries": {"type": "array", "items": _DELIVERY}},
+}
 _JOB_LIST = {
     "type": "object",
     "properties": {"jobs": {"type": "array", "items": _JOB}, "nextCursor": {"type": ["string", "null"]}},
@@ -244,7 +276,17 @@ SPEC: dict[str, Any] = {
             "get": {
                 "summary": "The job's webhook deliveries (the outbox) and their attempts",
                 "parameters": [_JOB_ID],
-                "responses": {"200": _ok("deliveries", {"type": "object"}), **_errors(401, 404)},
+                "responses": {"200": _ok("deliveries", _DELIVERY_LIST), **_errors(401, 404)},
+            }
+        },
+        "/jobs/{jobId}/deliveries/redeliver": {
+            "post": {
+                "summary": (
+                    "Send the job's final webhook again with the same webhook-id (one attempt); "
+                    "409 when the job has no webhookUrl or has not ended"
+                ),
+                "parameters": [_JOB_ID],
+                "responses": {"202": _ok("the delivery, now due", _DELIVERY), **_errors(401, 403, 404, 409, 503)},
             }
         },
         "/jobs/{jobId}/cancel": {

@@ -106,12 +106,13 @@ class GuardedResolver(AbstractResolver):
 
 
 def guarded_session(
-    *, allow_private: bool = False, base_resolver: AbstractResolver | None = None
+    *, allow_private: bool = False, base_resolver: AbstractResolver | None = None, limit: int = 10
 ) -> aiohttp.ClientSession:
-    """A session whose every connection goes through `GuardedResolver`. It does
-    not read proxy settings from the environment and keeps no cookies."""
+    """A session whose every connection goes through `GuardedResolver`, at
+    most `limit` at once. It does not read proxy settings from the
+    environment and keeps no cookies."""
     resolver = GuardedResolver(base_resolver, allow_private=allow_private)
-    connector = aiohttp.TCPConnector(resolver=resolver, limit=10, force_close=True)
+    connector = aiohttp.TCPConnector(resolver=resolver, limit=limit, force_close=True)
     return aiohttp.ClientSession(
         connector=connector, trust_env=False, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=True
     )
@@ -242,11 +243,14 @@ def _request_body(payload: dict[str, JSON], headers: dict[str, str]) -> bytes | 
     return orjson.dumps(body)
 
 
-def _retry_after(value: str | None) -> float | None:
-    """`Retry-After` in seconds, bounded; None when absent or not a number of seconds."""
-    if value is None or not value.strip().isdigit():
+def retry_after_seconds(value: str | None, cap: float) -> float | None:
+    """`Retry-After` in seconds, at most `cap`; None when absent or not a whole
+    number of seconds (the HTTP-date form is not read: it would need the
+    receiver's clock to agree with ours)."""
+    text = (value or "").strip()
+    if not text.isascii() or not text.isdigit():
         return None
-    return min(float(int(value.strip())), MAX_RETRY_AFTER_SECONDS)
+    return min(float(int(text)), cap)
 
 
 def _result(response: Response) -> JSON:
@@ -289,7 +293,7 @@ def make_http_handler(allow_private: bool, *, max_body: int = MAX_BODY) -> Async
         if 200 <= status < 300:
             return _result(response)
         if status in (429, 503):
-            seconds = _retry_after(response.headers.get("retry-after"))
+            seconds = retry_after_seconds(response.headers.get("retry-after"), MAX_RETRY_AFTER_SECONDS)
             if seconds is not None:
                 raise Snooze(seconds, f"{url} answered {status}, Retry-After {seconds:g} s")
         if 300 <= status < 400:

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from alerts import Alert
 from errors import Conflict, CorruptStore, IdempotencyInFlight, IdempotencyMismatch, NotFound, QueueFull, StaleAttempt
 from fsio import FileSystem
 from jobindex import IdemRecord, JobIndex
@@ -24,9 +25,10 @@ from journal import DurableLog
 from lifecycle import RetryPolicy, cancel, retry_from_dlq, settle, start_attempt
 from lifecycle import first_unfinished_dependency as _first_unfinished
 from listing import decode_cursor, encode_cursor, matches
-from models import Failed, Job, ListQuery, NewJob, Outcome, Status, format_ts, new_id, to_ms
+from models import LEASE_EXPIRED_ERROR, Failed, Job, ListQuery, NewJob, Outcome, Status, format_ts, new_id, to_ms
 from outbox import Delivery
 from rules import waiting_reason
+from store_outbox import OutboxOperations
 from store_protocol import Claimed, IdemRequest, JobListener, SubmitResult, jobs_as_api
 from submission import build_jobs
 from transaction import Transaction
@@ -36,8 +38,7 @@ logger = logging.getLogger(__name__)
 BULK_CHUNK = 1000
 
 
-
-class JsonStore:
+class JsonStore(OutboxOperations):
     """The JSON-file backend; one process per data directory (a lock file keeps
     others out). Reads are answered from memory."""
 
@@ -76,6 +77,8 @@ class JsonStore:
                         self.index.put_idem(IdemRecord.from_record(value))
                     elif key.startswith("delivery:"):
                         self.index.put_delivery(Delivery.from_record(value))
+                    elif key.startswith("alert:"):
+                        self.index.put_alert(Alert.from_record(value))
             except (KeyError, TypeError, ValueError, AssertionError) as exc:
                 raise CorruptStore(
                     f"{self.log.snapshot_path} or a journal beside it holds a record jobq cannot read: {exc!r}; "
@@ -192,11 +195,6 @@ class JsonStore:
             return found, encode_cursor(found[-1])
         return found, None
 
-    def deliveries(self, job_id: str, tenant_id: str | None) -> list[Delivery]:
-        """The job's webhook deliveries, oldest first; `NotFound` like `get`."""
-        self._get_visible(job_id, tenant_id)
-        return [self.index.deliveries[d] for d in self.index.deliveries_of_job.get(job_id, ())]
-
     def counts(self, tenant_id: str | None) -> dict[str, int]:
         totals = {status.value: 0 for status in Status}
         for tenant, counts in self.index.counts.items():
@@ -297,12 +295,13 @@ class JsonStore:
         for job in self.index.running_jobs():
             if job.lease_expires_at is not None and job.lease_expires_at < now:
                 logger.warning("action=lease_expired jobId=%s attempt=%d", job.job_id, job.attempts)
-                settle(tx, job, Failed("lease expired: the worker stopped heartbeating"), now, self.policy)
+                settle(tx, job, Failed(LEASE_EXPIRED_ERROR), now, self.policy)
         await self._commit(tx)
 
     async def purge(self, now: datetime, retention_seconds: float) -> int:
         """Remove terminal jobs that finished before `now - retention_seconds`,
-        with their attempts and Idempotency-Keys. Returns how many."""
+        with their attempts, deliveries and Idempotency-Keys, and alerts and
+        alert notifications that ended before then. Returns how many jobs."""
         cutoff = to_ms(now) - timedelta(seconds=retention_seconds)
         tx = Transaction(self.index)
         purged = 0
@@ -310,6 +309,7 @@ class JsonStore:
             if job.terminal and job.finished_at is not None and job.finished_at < cutoff:
                 self._purge(tx, job)
                 purged += 1
+        self._purge_outbox(tx, cutoff)
         await self._commit(tx)
         if purged:
             logger.info("action=purge jobs=%d", purged)

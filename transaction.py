@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from alerts import Alert
 from jobindex import IdemRecord, JobIndex, idem_storage_key
 from models import Job
 from outbox import Delivery
@@ -77,6 +78,22 @@ class Transaction:
         self.index.remove_delivery(delivery.delivery_id)
         if old is not None:
             self.index.put_delivery(old)
+
+    def put_alert(self, alert: Alert) -> None:
+        old = self.index.put_alert(alert)
+        self._undo.append(lambda: self._restore_alert(alert, old))
+        self._changes[alert.storage_key] = alert.to_record()
+
+    def remove_alert(self, alert_id: str) -> None:
+        old = self.index.remove_alert(alert_id)
+        if old is not None:
+            self._undo.append(lambda: self._restore_alert(old, old))
+            self._changes[old.storage_key] = None
+
+    def _restore_alert(self, alert: Alert, old: Alert | None) -> None:
+        self.index.remove_alert(alert.alert_id)
+        if old is not None:
+            self.index.put_alert(old)
 
     def _restore_idem(self, record: IdemRecord, old: IdemRecord | None) -> None:
         self.index.remove_idem(record.tenant_id, record.key)

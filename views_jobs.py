@@ -156,6 +156,17 @@ async def job_deliveries(request: web.Request) -> web.Response:
     return json_response({"deliveries": [d.to_api() for d in deliveries]})
 
 
+@routes.post("/jobs/{job_id}/deliveries/redeliver")
+async def redeliver(request: web.Request) -> web.Response:
+    """Send the job's final webhook again with the same `webhook-id`: 202 with
+    the delivery, now due; 409 when the job has no webhook or has not ended."""
+    services = services_of(request)
+    principal = require_writer(request)
+    job_id = request.match_info["job_id"]
+    delivery = await services.store.redeliver(job_id, principal.tenant_id, principal.actor, services.clock.now())
+    return json_response(delivery.to_api(), status=202)
+
+
 async def _operator_action(request: web.Request, action: str) -> web.Response:
     services = services_of(request)
     principal = require_writer(request)

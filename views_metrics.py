@@ -7,6 +7,7 @@ dashboard's WebSocket sends once a second, so polling shows the same numbers.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from alerts import ALERT_KINDS
 from auth import principal_of
 from errors import BadRequest
 from hub import HUB
@@ -63,13 +65,24 @@ class _JobqCollector(Collector):
         finished = GaugeMetricFamily(
             "jobq_jobs_finished_last_minute", "Jobs that ended in the last minute", labels=["tenant"]
         )
+        deliveries = GaugeMetricFamily(
+            "jobq_webhook_deliveries", "Webhook deliveries retained, by tenant and status", labels=["tenant", "status"]
+        )
+        alerts = GaugeMetricFamily("jobq_alerts_active", "Alerts raised and not cleared", labels=["tenant", "kind"])
         now_second = int(hub.clock.monotonic())
         for tenant in tenants:
             for status, count in services.store.counts(tenant).items():
                 jobs.add_metric([tenant, status], count)
             finished.add_metric([tenant], sum(hub.finished.by_second(tenant, now_second)))
+            for status, count in services.store.delivery_counts(tenant).items():
+                deliveries.add_metric([tenant, status], count)
+            active = Counter(a.kind for a in services.store.alerts(tenant) if a.active)
+            for kind in ALERT_KINDS:
+                alerts.add_metric([tenant, kind], active[kind])
         yield jobs
         yield finished
+        yield deliveries
+        yield alerts
         if self.scope is None:
             yield from _process_metrics(self.request)
 

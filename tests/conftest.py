@@ -26,6 +26,7 @@ from fsio import FileSystem  # noqa: E402
 from handlers import Registry  # noqa: E402
 from store import JsonStore  # noqa: E402
 from tenants import TenantRegistry, TenantsDoc  # noqa: E402
+from tests.receivers import Answer, Receiver, ServerFactory, start_receiver  # noqa: E402
 from worker import Worker  # noqa: E402
 
 
@@ -54,6 +55,16 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
     connector = aiohttp.TCPConnector(limit=50)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=10)) as session:
         yield session
+
+
+@pytest.fixture
+def receive(aiohttp_server: ServerFactory) -> Callable[..., Awaitable[Receiver]]:
+    """`await receive(answer(500), answer(200))`: a scripted receiver on loopback."""
+
+    async def start(*answers: Answer) -> Receiver:
+        return await start_receiver(aiohttp_server, *answers)
+
+    return start
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestServer
 
 import outbound
@@ -21,6 +20,7 @@ from handlers import Registry
 from models import parse_ts
 from outbound import MAX_BODY, AddressRefused, guarded_session, send
 from tests.conftest import Harness
+from tests.receivers import FakeResolver, answer
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 
@@ -34,44 +34,6 @@ def allow_private() -> bool:
 @pytest.fixture
 def registry(allow_private: bool) -> Registry:
     return register_builtins(Registry(), allow_private_urls=allow_private)
-
-
-class Receiver:
-    """A scripted receiver: answers the queued responses in order (the last one
-    again when they run out) and counts the requests it got."""
-
-    def __init__(self, *answers: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> None:
-        self.answers = list(answers)
-        self.requests: list[tuple[str, str, bytes, dict[str, str]]] = []
-        self.server: TestServer | None = None
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        self.requests.append((request.method, request.path, await request.read(), dict(request.headers)))
-        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        return await answer(request)
-
-    def url(self, path: str = "/hook", host: str = "127.0.0.1") -> str:
-        assert self.server is not None and self.server.port is not None
-        return f"http://{host}:{self.server.port}{path}"
-
-
-@pytest.fixture
-def receive(aiohttp_server: ServerFactory) -> Callable[..., Awaitable[Receiver]]:
-    async def start(*answers: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Receiver:
-        receiver = Receiver(*answers)
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", receiver.handle)
-        receiver.server = await aiohttp_server(app, host="127.0.0.1")
-        return receiver
-
-    return start
-
-
-def answer(status: int, text: str = "", **headers: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    async def respond(request: web.Request) -> web.StreamResponse:
-        return web.Response(status=status, text=text, headers={k.replace("_", "-"): v for k, v in headers.items()})
-
-    return respond
 
 
 def seconds_between(start: str, end: str) -> float:
@@ -233,24 +195,6 @@ async def test_a_local_target_is_refused_at_submit(jobq: Harness, receive: Any, 
     assert refused["errors"][0]["field"] == "payload.url"
     assert host.strip("[]") in refused["errors"][0]["message"]
     assert receiver.requests == []
-
-
-class FakeResolver(AbstractResolver):
-    """Answers every name with one address, as a hostile DNS server would."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        self.asked: list[str] = []
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        self.asked.append(host)
-        family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
-        return [{"hostname": host, "host": self.address, "port": port, "family": family, "proto": 0, "flags": 0}]
-
-    async def close(self) -> None:
-        pass
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1", "::ffff:127.0.0.1", "169.254.169.254", "10.0.0.7"])

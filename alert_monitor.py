@@ -1,0 +1,156 @@
+"""The alert monitor (SPEC §9): looks for the alert conditions about once a
+second, raises and clears alerts (`alerts.reconcile`) and queues their
+notifications for the operator's `JOBQ_ALERT_URL`, all in one store commit,
+so an alert is raised once even across restarts and its notification is as
+durable as a webhook (it goes through the same outbox and sender).
+
+Where each condition comes from:
+- DLQ: the store's per-tenant `fatal` count, and since when this monitor has
+  seen it above zero (after a restart the clock starts again; an alert that
+  was already raised stays raised).
+- failed deliveries: the store's list of tenants' deliveries that failed for good.
+- lease: a store listener sees each job whose attempt was failed because its
+  lease ran out; that raises the alert at the next check even if the job has
+  ended since, and the alert clears once the job has ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from alerts import DELIVERY_FAILED, LEASE_EXPIRED, Alert, Condition, dlq_condition, reconcile
+from clock import Clock
+from errors import StoreUnavailable
+from models import LEASE_EXPIRED_ERROR, AttemptStatus, Job, Status
+from outbox import Delivery, new_delivery
+from store_protocol import Store
+
+logger = logging.getLogger(__name__)
+
+CHECK_SECONDS = 1.0
+
+
+class AlertMonitor:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        *,
+        tenant_names: Callable[[], list[str]],
+        dlq_alert_seconds: float,
+        alert_url: str | None = None,
+        on_notification: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.tenant_names = tenant_names
+        self.dlq_alert_seconds = dlq_alert_seconds
+        self.alert_url = alert_url
+        self.on_notification = on_notification
+        self._dlq_since: dict[str, datetime] = {}
+        self._lease_expired: dict[str, Condition] = {}  # seen by the listener, not yet raised
+        store.subscribe(self._on_change)
+
+    def _on_change(self, job: Job) -> None:
+        if job.status is Status.RUNNING or not job.attempt_history:
+            return
+        last = job.attempt_history[-1]
+        just_failed = last.status is AttemptStatus.FAILED and last.finished_at == job.updated_at
+        if just_failed and last.error == LEASE_EXPIRED_ERROR:
+            self._lease_expired[job.job_id] = _lease_condition(job.job_id, job.tenant_id, last.attempt, last.worker_id)
+
+    def conditions(self, now: datetime, known: dict[str, Alert]) -> dict[str, Condition]:
+        """Every alert condition that holds now, by alert id; `known` are the
+        stored alerts (an active one carries its condition over a restart)."""
+        seen: dict[str, Condition] = {}
+        for tenant in self.tenant_names():
+            fatal = self.store.counts(tenant)[Status.FATAL.value]
+            if fatal == 0:
+                self._dlq_since.pop(tenant, None)
+                continue
+            since = self._dlq_since.setdefault(tenant, now)
+            raised = known.get("dlq:" + tenant)
+            if raised is not None and raised.active:
+                since = min(since, raised.raised_at - timedelta(seconds=self.dlq_alert_seconds))
+            condition = dlq_condition(tenant, fatal, since, now, self.dlq_alert_seconds)
+            if condition is not None:
+                seen[condition.alert_id] = condition
+        for delivery in self.store.failed_deliveries():
+            seen["delivery:" + delivery.delivery_id] = _delivery_condition(delivery)
+        for alert in known.values():
+            if alert.kind == LEASE_EXPIRED and alert.active and alert.subject is not None:
+                job = self.store.get(alert.subject, None)
+                if job is not None and not job.terminal:
+                    seen[alert.alert_id] = Condition(
+                        alert.alert_id, alert.kind, alert.tenant_id, alert.message, alert.subject
+                    )
+        for condition in self._lease_expired.values():
+            seen.setdefault(condition.alert_id, condition)
+        return seen
+
+    async def check(self) -> list[Alert]:
+        """One look: the alerts raised or cleared now, durable when this returns
+        (raises `StoreUnavailable` with nothing changed)."""
+        now = self.clock.now()
+        lease_seen = dict(self._lease_expired)
+        known = {alert.alert_id: alert for alert in self.store.alerts(None)}
+        changes = reconcile(known, self.conditions(now, known), now)
+        if changes:
+            await self.store.save_alerts(changes, self._notifications(changes, now))
+            for alert in changes:
+                logger.warning(
+                    "action=alert_%s alertId=%s tenantId=%s message=%s",
+                    "raised" if alert.active else "cleared", alert.alert_id, alert.tenant_id, alert.message,
+                )
+            if self.alert_url is not None:
+                self.on_notification()
+        for job_id in lease_seen:
+            if self._lease_expired.get(job_id) is lease_seen[job_id]:
+                del self._lease_expired[job_id]
+        return changes
+
+    def _notifications(self, changes: list[Alert], now: datetime) -> list[Delivery]:
+        if self.alert_url is None:
+            return []
+        return [
+            new_delivery(None, a.tenant_id, "alert.raised" if a.active else "alert.cleared", self.alert_url,
+                         a.to_api(), now)
+            for a in changes
+        ]
+
+    async def run(self) -> None:
+        """Check every `CHECK_SECONDS` until cancelled."""
+        while True:
+            await asyncio.sleep(CHECK_SECONDS)
+            try:
+                await self.check()
+            except StoreUnavailable as exc:
+                logger.error("action=alert_check_failed error=%s", exc)
+            except Exception:
+                logger.exception("action=alert_check_crashed")
+
+
+def _delivery_condition(delivery: Delivery) -> Condition:
+    last = delivery.attempts[-1] if delivery.attempts else {}
+    return Condition(
+        "delivery:" + delivery.delivery_id,
+        DELIVERY_FAILED,
+        delivery.tenant_id,
+        f"webhook {delivery.delivery_id} ({delivery.event}) of job {delivery.job_id} failed for good after "
+        f"{delivery.attempt_count} attempts; last: {last.get('error') or 'no answer'}",
+        subject=delivery.job_id,
+    )
+
+
+def _lease_condition(job_id: str, tenant_id: str, attempt: int, worker_id: str) -> Condition:
+    return Condition(
+        "lease:" + job_id,
+        LEASE_EXPIRED,
+        tenant_id,
+        f"job {job_id} was running past its lease (attempt {attempt} on worker {worker_id}); "
+        "the worker stopped heartbeating",
+        subject=job_id,
+    )
