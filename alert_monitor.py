@@ -55,7 +55,8 @@ class AlertMonitor:
         store.subscribe(self._on_change)
 
     def _on_change(self, job: Job) -> None:
-        if job.status is Status.RUNNING or not job.attempt_history:
+        # A lost lease settles the attempt as failed: the job is now retry or fatal.
+        if job.status not in (Status.RETRY, Status.FATAL) or not job.attempt_history:
             return
         last = job.attempt_history[-1]
         just_failed = last.status is AttemptStatus.FAILED and last.finished_at == job.updated_at

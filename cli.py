@@ -1,4 +1,4 @@
-"""`python app.py tenants|keys|doctor ...`: managing tenants and checking a data directory."""
+"""`python app.py tenants|keys|doctor|new-secret ...`: managing tenants and checking a data directory."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from clock import SystemClock
 from config import Settings
 from errors import CorruptStore
 from journal import DurableLog
-from tenants import TenantsDoc, TenantsFileError
+from tenants import TenantsDoc, TenantsFileError, new_webhook_secret
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--admin", action="store_true", help="an admin key that sees every tenant")
     add.add_argument("--label", default="", help="a note to tell keys apart")
     sub.add_parser("doctor", help="check the data directory and the tenants file")
+    sub.add_parser("new-secret", help="print a fresh whsec_ secret, e.g. for JOBQ_ALERT_SECRET")
     return parser
 
 
@@ -37,6 +38,9 @@ def run_command(settings: Settings, argv: list[str]) -> int:
     try:
         if args.group == "doctor":
             return doctor(settings)
+        if args.group == "new-secret":
+            print(new_webhook_secret())
+            return 0
         doc = TenantsDoc.read(settings.tenants_file)
         if args.group == "tenants" and args.command == "list":
             for name in sorted(doc.tenants):

@@ -121,7 +121,9 @@ class DeliverySender:
         return started
 
     def _room(self, lane: str | None) -> int:
-        return self.limits.tenant_concurrency - self._lane_busy[lane]
+        # Alert notifications go one at a time, so "raised" is sent before its "cleared".
+        share = 1 if lane is None else self.limits.tenant_concurrency
+        return share - self._lane_busy[lane]
 
     async def run_until_idle(self) -> None:
         """Send until nothing is due or being sent (time does not move)."""

@@ -104,3 +104,15 @@ def test_rotating_the_webhook_secret_keeps_the_old_one_for_the_window(tmp_path: 
 
     again = run(tmp_path, "tenants", "rotate-secret", "acme").stdout.strip()
     assert orjson.loads((tmp_path / "tenants.json").read_bytes())["tenants"]["acme"]["webhookSecrets"] == [again, new]
+
+
+def test_new_secret_prints_a_whsec_secret_the_settings_accept(tmp_path: Path) -> None:
+    from config import Settings
+    from signing import secret_bytes
+
+    first, second = (run(tmp_path, "new-secret") for _ in range(2))
+    assert first.returncode == 0 and first.stdout != second.stdout
+    secret = first.stdout.strip()
+    assert len(secret_bytes(secret)) == 32
+    settings = Settings.from_env({"JOBQ_ALERT_URL": "https://ops.example.com/", "JOBQ_ALERT_SECRET": secret})
+    assert settings.alert_secret is not None and settings.alert_secret.reveal() == secret
