@@ -215,3 +215,16 @@ async def test_a_lost_lease_raises_an_alert_cleared_when_the_job_ends(jobq: Harn
     [cleared] = await check(jobq)
     assert cleared.alert_id == raised.alert_id and not cleared.active
     await jobq.drain()
+
+
+async def test_alerts_and_deliveries_are_in_the_prometheus_exposition(jobq: Harness) -> None:
+    await fatal_job(jobq, webhookUrl="https://hooks.example.com/x")
+    await check(jobq)
+    jobq.clock.advance(300)
+    await check(jobq)
+    text = await (await jobq.client.get("/metrics/prometheus", headers=jobq.headers())).text()
+    assert 'jobq_alerts_active{kind="dlq_not_empty",tenant="acme"} 1.0' in text
+    assert 'jobq_alerts_active{kind="lease_expired",tenant="acme"} 0.0' in text
+    assert 'jobq_webhook_deliveries{status="pending",tenant="acme"} 1.0' in text
+    other = await (await jobq.client.get("/metrics/prometheus", headers=jobq.headers("globex"))).text()
+    assert 'tenant="acme"' not in other
