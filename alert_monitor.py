@@ -8,7 +8,7 @@ Where each condition comes from:
 - DLQ: the store's per-tenant `fatal` count, and since when this monitor has
   seen it above zero (after a restart the clock starts again; an alert that
   was already raised stays raised).
-- failed deliveries: the store's list of tenants' deliveries that failed for good.
+- failed deliveries: the store's per-tenant count of deliveries that failed for good.
 - lease: a store listener sees each job whose attempt was failed because its
   lease ran out; that raises the alert at the next check even if the job has
   ended since, and the alert clears once the job has ended.
@@ -71,26 +71,43 @@ class AlertMonitor:
             fatal = self.store.counts(tenant)[Status.FATAL.value]
             if fatal == 0:
                 self._dlq_since.pop(tenant, None)
-                continue
-            since = self._dlq_since.setdefault(tenant, now)
-            raised = known.get("dlq:" + tenant)
-            if raised is not None and raised.active:
-                since = min(since, raised.raised_at - timedelta(seconds=self.dlq_alert_seconds))
-            condition = dlq_condition(tenant, fatal, since, now, self.dlq_alert_seconds)
-            if condition is not None:
-                seen[condition.alert_id] = condition
-        for delivery in self.store.failed_deliveries():
-            seen["delivery:" + delivery.delivery_id] = _delivery_condition(delivery)
+            else:
+                seen.update(self._dlq_condition(tenant, fatal, now, known))
+            failed = self.store.delivery_counts(tenant)["failed"]
+            if failed:
+                seen.update(self._deliveries_condition(tenant, failed, known))
         for alert in known.values():
             if alert.kind == LEASE_EXPIRED and alert.active and alert.subject is not None:
                 job = self.store.get(alert.subject, None)
                 if job is not None and not job.terminal:
-                    seen[alert.alert_id] = Condition(
-                        alert.alert_id, alert.kind, alert.tenant_id, alert.message, alert.subject
-                    )
+                    seen[alert.alert_id] = alert.condition()
         for condition in self._lease_expired.values():
             seen.setdefault(condition.alert_id, condition)
         return seen
+
+    def _dlq_condition(self, tenant: str, fatal: int, now: datetime, known: dict[str, Alert]) -> dict[str, Condition]:
+        since = self._dlq_since.setdefault(tenant, now)
+        raised = known.get("dlq:" + tenant)
+        if raised is not None and raised.active:
+            since = min(since, raised.raised_at - timedelta(seconds=self.dlq_alert_seconds))
+        condition = dlq_condition(tenant, fatal, since, now, self.dlq_alert_seconds)
+        return {} if condition is None else {condition.alert_id: condition}
+
+    def _deliveries_condition(self, tenant: str, failed: int, known: dict[str, Alert]) -> dict[str, Condition]:
+        alert_id = "deliveries:" + tenant
+        raised = known.get(alert_id)
+        if raised is not None and raised.active:
+            return {alert_id: raised.condition()}  # still failing: no need to find the latest again
+        latest = self.store.latest_failed_delivery(tenant)
+        if latest is None:
+            return {}
+        last = latest.attempts[-1] if latest.attempts else {}
+        message = (
+            f"{failed} webhook deliveries of {tenant} failed for good; the latest, {latest.delivery_id} "
+            f"({latest.event} of job {latest.job_id}), after {latest.attempt_count} attempts: "
+            f"{last.get('error') or 'no answer'}"
+        )
+        return {alert_id: Condition(alert_id, DELIVERY_FAILED, tenant, message, subject=latest.job_id)}
 
     async def check(self) -> list[Alert]:
         """One look: the alerts raised or cleared now, durable when this returns
@@ -132,18 +149,6 @@ class AlertMonitor:
                 logger.error("action=alert_check_failed error=%s", exc)
             except Exception:
                 logger.exception("action=alert_check_crashed")
-
-
-def _delivery_condition(delivery: Delivery) -> Condition:
-    last = delivery.attempts[-1] if delivery.attempts else {}
-    return Condition(
-        "delivery:" + delivery.delivery_id,
-        DELIVERY_FAILED,
-        delivery.tenant_id,
-        f"webhook {delivery.delivery_id} ({delivery.event}) of job {delivery.job_id} failed for good after "
-        f"{delivery.attempt_count} attempts; last: {last.get('error') or 'no answer'}",
-        subject=delivery.job_id,
-    )
 
 
 def _lease_condition(job_id: str, tenant_id: str, attempt: int, worker_id: str) -> Condition:

@@ -5,8 +5,10 @@ Three kinds, each with a stable id, so one condition is one alert however
 often it is seen:
 - `dlq_not_empty` (`dlq:<tenant>`): the tenant's DLQ has held jobs for
   `JOBQ_DLQ_ALERT_SECONDS`; cleared when it is empty.
-- `delivery_failed` (`delivery:<webhook-id>`): a webhook delivery failed for
-  good; cleared when it is delivered after all (redeliver) or purged.
+- `delivery_failed` (`deliveries:<tenant>`): webhook deliveries of the tenant
+  failed for good; cleared when none is failed any more (redelivered, or
+  purged with its job). One alert per tenant, not per delivery: a receiver
+  that is down for a day must not page the operator once per job.
 - `lease_expired` (`lease:<jobId>`): a job was found running past its lease
   (its worker stopped heartbeating); cleared when that job has ended.
 
@@ -56,6 +58,10 @@ class Alert:
     @property
     def storage_key(self) -> str:
         return "alert:" + self.alert_id
+
+    def condition(self) -> Condition:
+        """The condition this alert was raised for."""
+        return Condition(self.alert_id, self.kind, self.tenant_id, self.message, self.subject)
 
     def to_record(self) -> dict[str, Any]:
         return {

@@ -71,9 +71,13 @@ class OutboxOperations:
                 totals.update(counts)
         return {status: totals[status] for status in DELIVERY_STATUSES}
 
-    def failed_deliveries(self) -> list[Delivery]:
-        """Every tenant's delivery that failed for good, oldest first."""
-        return [self.index.deliveries[d] for d in self.index.failed_deliveries]
+    def latest_failed_delivery(self, tenant_id: str) -> Delivery | None:
+        """The tenant's delivery that most recently failed for good, if any."""
+        for delivery_id in reversed(self.index.failed_deliveries):
+            delivery = self.index.deliveries[delivery_id]
+            if delivery.tenant_id == tenant_id:
+                return delivery
+        return None
 
     def alerts(self, tenant_id: str | None) -> list[Alert]:
         """The alerts the scope may see, active and recently cleared, oldest raised first."""
