@@ -1,7 +1,8 @@
-// jobq dashboard (SPEC §5): the job table, the job page, the connection
-// indicator. Plain ES module, no build step. Safe by construction: the DOM is
-// built with createElement and textContent only (never innerHTML), and the
-// page's CSP forbids inline script, so everything starts here.
+// jobq dashboard (SPEC §5, §9): the job table, alerts and webhook delivery
+// counts, the job page with its deliveries, the connection indicator. Plain
+// ES module, no build step. Safe by construction: the DOM is built with
+// createElement and textContent only (never innerHTML), and the page's CSP
+// forbids inline script, so everything starts here.
 
 const body = document.body;
 const PAGE = body.dataset.page || "";
@@ -15,6 +16,9 @@ const POLL_MS = 2500;
 const FIRST_BACKOFF_MS = 1000;
 const MAX_BACKOFF_MS = 30000;
 const SILENCE_MS = 10000; // metrics come once a second: a silent socket is a dead one
+const DELIVERY_STATUSES = ["failed", "pending", "delivered", "stopped"];
+const ALERT_KINDS = { dlq_not_empty: "DLQ not empty", delivery_failed: "webhook failed", lease_expired: "lease expired" };
+const DUE_REFRESH_MS = 5000; // a due delivery's outcome is looked for at most this often
 
 // ---- small helpers ------------------------------------------------------
 
@@ -63,8 +67,8 @@ function badge(status) {
   return el("span", { class: `badge st-${status}`, text: status });
 }
 
-function showNotice(text, isError = false) {
-  const notice = $("notice");
+function showNotice(text, isError = false, id = "notice") {
+  const notice = $(id);
   if (!notice) return;
   notice.textContent = text;
   notice.classList.toggle("notice-error", isError);
@@ -472,6 +476,54 @@ function dashboard() {
     }
   }
 
+  // Webhook deliveries of the viewer's scope, by status; failed ones stand out.
+  const deliveryCells = new Map();
+  for (const status of DELIVERY_STATUSES) {
+    const value = el("span", { class: "dcount-n", text: "–" });
+    const cell = el("span", { class: "dcount", "data-delivery-status": status }, value, ` ${status}`);
+    deliveryCells.set(status, { cell, value });
+    $("dcounts").append(cell);
+  }
+
+  function showDeliveries(counts) {
+    for (const [status, { cell, value }] of deliveryCells) {
+      const n = counts[status] || 0;
+      value.textContent = String(n);
+      cell.classList.toggle("dcount-bad", status === "failed" && n > 0);
+    }
+  }
+
+  // The active alerts of the viewer's scope, rebuilt only when they change.
+  const alertList = $("alerts");
+  let shownAlerts = "";
+
+  function alertLink(alert) {
+    if (alert.kind === "dlq_not_empty") {
+      const query = new URLSearchParams({ status: "fatal" });
+      if (IS_ADMIN) query.set("tenant", alert.tenantId);
+      return el("a", { href: `/?${query}`, text: "open the DLQ" });
+    }
+    if (!alert.subject) return null;
+    return el("a", { href: `/ui/jobs/${encodeURIComponent(alert.subject)}`, text: `job ${alert.subject.slice(0, 8)}` });
+  }
+
+  function showAlerts(alerts) {
+    const seen = JSON.stringify(alerts.map((a) => [a.alertId, a.raisedAt, a.message]));
+    if (seen === shownAlerts) return;
+    shownAlerts = seen;
+    clear(alertList);
+    for (const alert of alerts) {
+      const link = alertLink(alert);
+      alertList.append(
+        el("li", { class: "alert-item", "data-alert-id": alert.alertId, "data-kind": alert.kind },
+          el("span", { class: "badge alert-kind", title: alert.kind, text: ALERT_KINDS[alert.kind] || alert.kind }), " ",
+          el("span", { class: "alert-message", text: alert.message }),
+          el("span", { class: "muted small alert-meta" },
+            `since ${shortTime(alert.raisedAt)}`, IS_ADMIN ? ` · tenant ${alert.tenantId}` : null, link ? " · " : null, link)));
+    }
+    $("alerts-none").hidden = alerts.length > 0;
+  }
+
   // The throughput chart (uPlot, vendored): finished per second from the
   // metrics' `finishedBySecond`, queue depth as sampled by this page.
   const chartBox = $("chart");
@@ -522,6 +574,8 @@ function dashboard() {
       if (message.counts) showCounts(message.counts);
       if (typeof message.queueDepth === "number") depth.textContent = String(message.queueDepth);
       if (typeof message.finishedLastMinute === "number") rate.textContent = String(message.finishedLastMinute);
+      if (message.deliveries) showDeliveries(message.deliveries);
+      if (Array.isArray(message.alerts)) showAlerts(message.alerts);
       drawChart(message);
     }
   }
@@ -561,8 +615,13 @@ function dashboard() {
 
 function jobPage() {
   const jobId = body.dataset.jobId;
+  const deliveriesUrl = `/jobs/${encodeURIComponent(jobId)}/deliveries`;
   let current = null;
   let pending = null;
+  let deliveries = [];
+  let deliveryCounts = null; // the scope's delivery counts in the last metrics message
+  let deliveriesAt = 0; // when the deliveries were last fetched (Date.now())
+  let fetchingDeliveries = false;
 
   function fact(name, value) {
     if (value === null || value === undefined || value === "" || (Array.isArray(value) && value.length === 0)) return [];
@@ -624,28 +683,78 @@ function jobPage() {
 
     $("j-retry").hidden = !(CAN_WRITE && job.status === "fatal");
     $("j-cancel").hidden = !(CAN_WRITE && !TERMINAL.has(job.status));
+    showRedeliver();
   }
 
-  function renderDeliveries(deliveries) {
-    const list = $("j-deliveries");
-    clear(list);
-    for (const delivery of deliveries) {
+  function showRedeliver() {
+    // As the server decides: an ended job with a webhook (it then has a delivery).
+    const can = current !== null && TERMINAL.has(current.status) && Boolean(current.webhookUrl) && deliveries.length > 0;
+    $("j-redeliver").hidden = !(CAN_WRITE && can);
+  }
+
+  function attemptRow(attempt) {
+    const answer = attempt.statusCode === null || attempt.statusCode === undefined ? "no answer" : String(attempt.statusCode);
+    return el("tr", { "data-attempt": attempt.attempt, "data-status": attempt.status },
+      el("td", { text: `#${attempt.attempt}` }),
+      el("td", { class: "small", text: shortTime(attempt.at) }),
+      el("td", { class: "code", text: answer }),
+      el("td", { class: "small", text: typeof attempt.durationMs === "number" ? `${attempt.durationMs} ms` : "—" }),
+      el("td", {}, badge(attempt.status), attempt.redelivery ? el("span", { class: "muted small", text: " redelivery" }) : null),
+      el("td", { class: attempt.error ? "note err" : "note", title: attempt.error || "", text: attempt.error || "—" }));
+  }
+
+  function renderDeliveries(list) {
+    deliveries = list;
+    deliveriesAt = Date.now();
+    const box = $("j-deliveries");
+    clear(box);
+    for (const delivery of list) {
       const tries = delivery.attempts.length;
-      list.append(
-        el("li", { "data-delivery": delivery.deliveryId },
-          el("strong", { text: delivery.event }), " ", badge(delivery.status), " ",
-          el("span", { class: "muted small", text: `${delivery.url} · ${tries} attempt${tries === 1 ? "" : "s"} · id ${delivery.deliveryId}` })));
+      const due = delivery.status === "pending"
+        ? el("p", { class: "muted small delivery-due", text: `${delivery.redelivery ? "Redelivery" : "Next attempt"} due ${shortTime(delivery.nextAttemptAt)}` })
+        : null;
+      const attempts = tries === 0 ? null : el("table", { class: "delivery-attempts" },
+        el("thead", {}, el("tr", {}, ...["Attempt", "At", "Answer", "Took", "Result", "Error"].map((h) => el("th", { text: h })))),
+        el("tbody", {}, ...delivery.attempts.map(attemptRow)));
+      box.append(
+        el("li", { class: "delivery", "data-delivery": delivery.deliveryId, "data-status": delivery.status },
+          el("div", {},
+            el("strong", { text: delivery.event }), " ", badge(delivery.status), " ",
+            el("span", { class: "muted small", text: `${delivery.url} · ${tries} attempt${tries === 1 ? "" : "s"} · id ${delivery.deliveryId}` })),
+          due, attempts));
     }
-    $("j-deliveries-empty").hidden = list.children.length > 0;
+    $("j-deliveries-empty").hidden = box.children.length > 0;
+    showRedeliver();
   }
 
   async function load() {
-    const [job, deliveries] = await Promise.all([
-      api("GET", `/jobs/${encodeURIComponent(jobId)}`),
-      api("GET", `/jobs/${encodeURIComponent(jobId)}/deliveries`),
-    ]);
+    const [job, found] = await Promise.all([api("GET", `/jobs/${encodeURIComponent(jobId)}`), api("GET", deliveriesUrl)]);
+    renderDeliveries(found.deliveries);
     render(job);
-    renderDeliveries(deliveries.deliveries);
+  }
+
+  async function refreshDeliveries() {
+    if (fetchingDeliveries) return;
+    fetchingDeliveries = true;
+    try {
+      renderDeliveries((await api("GET", deliveriesUrl)).deliveries);
+    } finally {
+      fetchingDeliveries = false;
+    }
+  }
+
+  function onMetrics(message) {
+    // A delivery attempt changes no job, so no job message tells of it: look
+    // again when the scope's delivery counts move, and, while one of this
+    // job's deliveries is due (server time), every DUE_REFRESH_MS.
+    if (!current || !current.webhookUrl || !message.deliveries) return;
+    const counts = JSON.stringify(message.deliveries);
+    const now = Date.parse(message.at);
+    const due = deliveries.some((d) => d.status === "pending" && Date.parse(d.nextAttemptAt) <= now);
+    if (counts !== deliveryCounts || (due && Date.now() - deliveriesAt >= DUE_REFRESH_MS)) {
+      deliveryCounts = counts;
+      refreshDeliveries().catch((error) => showNotice(error.message, true, "j-deliveries-notice"));
+    }
   }
 
   function soon() {
@@ -673,11 +782,27 @@ function jobPage() {
     });
   }
 
+  const redeliver = $("j-redeliver");
+  redeliver.addEventListener("click", async () => {
+    redeliver.disabled = true;
+    try {
+      const delivery = await api("POST", `${deliveriesUrl}/redeliver`);
+      showNotice(`Redelivery of ${delivery.deliveryId} queued (the same webhook-id).`, false, "j-deliveries-notice");
+    } catch (error) {
+      // A 409 says why (no webhook, or the job has not ended): its detail is the message.
+      showNotice(`Redeliver refused: ${error.message}`, true, "j-deliveries-notice");
+    } finally {
+      redeliver.disabled = false;
+    }
+    await load().catch((error) => showNotice(error.message, true));
+  });
+
   load().catch((error) => showNotice(`Could not load the job: ${error.message}`, true));
   new Live({
     onMessage(message) {
       if (message.type === "job" && message.job && message.job.jobId === jobId) soon();
       else if (message.type === "snapshot" && current) soon();
+      else if (message.type === "metrics") onMetrics(message);
     },
     poll: load,
     tenant: () => (IS_ADMIN && current ? current.tenantId : ""),

@@ -3,22 +3,41 @@ Playwright against a real jobq on loopback (issue 3).
 
 The worker is driven by the test (`run_once`, `drain`), so a job can be held
 in `running`; every wait is an `expect` with a timeout, never a fixed sleep.
-Screenshots of the main views go to `test-output/screenshots/`. A dialog the
-test did not ask for (an `alert` from injected markup) fails the test, and so
-does an uncaught script error or a Content-Security-Policy violation.
+Alerts and webhook deliveries are driven the same way: the test calls the
+alert monitor's `check()` and the sender's `run_until_idle()`, and moves the
+fake clock. Screenshots of the main views go to `test-output/screenshots/`.
+A dialog the test did not ask for (an `alert` from injected markup) fails
+the test, and so does an uncaught script error or a Content-Security-Policy
+violation.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, ConsoleMessage, Dialog, Error, Page, WebSocketRoute, async_playwright, expect
+from aiohttp import web
+from playwright.async_api import (
+    Browser,
+    ConsoleMessage,
+    Dialog,
+    Error,
+    Page,
+    WebSocket,
+    WebSocketRoute,
+    async_playwright,
+    expect,
+)
 
-from tests.conftest import ROOT, Harness
+from app import ALERTS, SENDER
+from tests.conftest import ROOT, Harness, HarnessFactory
+from tests.receivers import Receiver, answer
 
 CHROMIUM = Path("/usr/bin/chromium")
 HAVE_CHROMIUM = CHROMIUM.exists()
@@ -36,6 +55,15 @@ WAIT_MS = 10_000
 XSS_IMG = "<img src=x onerror=alert(1)>"
 XSS_SCRIPT = "</script><script>alert(1)</script>"
 expect.set_options(timeout=WAIT_MS)
+
+# Webhooks to a receiver on 127.0.0.1: the address guard must allow loopback.
+# One retry a minute after the first try, and a short timeout for "no answer".
+LOOPBACK_WEBHOOKS = pytest.mark.parametrize(
+    "jobq",
+    [{"allow_private_urls": True, "webhook_retry_schedule": (60.0,), "webhook_timeout_seconds": 0.5}],
+    indirect=True,
+    ids=["loopback-webhooks"],
+)
 
 
 @dataclass
@@ -66,6 +94,12 @@ class UI:
     async def screenshot(self, name: str) -> None:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         await self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+@pytest.fixture
+async def jobq(request: pytest.FixtureRequest, make_harness: HarnessFactory) -> Harness:
+    """The conftest's jobq; `LOOPBACK_WEBHOOKS` passes settings to it."""
+    return await make_harness(**getattr(request, "param", {}))
 
 
 @pytest.fixture
@@ -305,3 +339,192 @@ async def test_an_admin_sees_every_tenant_and_can_filter_by_one(ui: UI, jobq: Ha
     later_globex = (await jobq.submit("globex"))["jobId"]
     await ui.expect_status(later_globex, "queued")
     await expect(ui.page.locator(f'tr[data-job-id="{later_acme}"]')).to_have_count(0)
+
+
+async def test_an_alert_shows_live_and_clears_when_the_dlq_is_emptied(ui: UI, jobq: Harness) -> None:
+    await ui.login("acme")
+    page = ui.page
+    await expect(page.locator("#conn")).to_have_text("live")
+    navigations: list[str] = []
+    page.on("framenavigated", lambda frame: navigations.append(frame.url))
+    await expect(page.locator('.dcount[data-delivery-status="failed"] .dcount-n')).to_have_text("0")
+    await expect(page.locator("#alerts-none")).to_be_visible()
+    job_id = (await jobq.submit(type="fail", payload={"permanent": True, "message": "boom"}))["jobId"]
+    await jobq.drain()
+    await ui.expect_status(job_id, "fatal")
+
+    monitor = jobq.app[ALERTS]
+    assert await monitor.check() == []  # the monitor sees the DLQ non-empty from now
+    jobq.clock.advance(jobq.settings.dlq_alert_seconds - 1)
+    assert await monitor.check() == []
+    jobq.clock.advance(2)
+    raised = await monitor.check()
+    assert [a.kind for a in raised] == ["dlq_not_empty"]
+    alert = page.locator('#alerts li[data-kind="dlq_not_empty"]')
+    await expect(alert).to_contain_text("DLQ not empty")
+    await expect(alert.locator(".alert-message")).to_have_text(raised[0].message)
+    await expect(alert).to_contain_text("since ")
+    await expect(alert.locator("a")).to_have_attribute("href", "/?status=fatal")
+    await expect(page.locator("#alerts-none")).to_be_hidden()
+    await ui.screenshot("dashboard-alert")
+
+    # Retried from the table, the DLQ is empty: the next check clears the alert.
+    await page.click(f'tr[data-job-id="{job_id}"] button[data-action="retry"]')
+    await ui.expect_status(job_id, "queued")
+    assert [(a.kind, a.active) for a in await monitor.check()] == [("dlq_not_empty", False)]
+    await expect(alert).to_have_count(0)
+    await expect(page.locator("#alerts-none")).to_be_visible()
+    assert navigations == [], "the page reloaded"
+
+
+async def test_alerts_show_while_polling(ui: UI, jobq: Harness) -> None:
+    async def blocked(ws: WebSocketRoute) -> None:
+        await ws.close()
+
+    await ui.page.route_web_socket("**/ws*", blocked)
+    await jobq.submit(type="fail", payload={"permanent": True})
+    await jobq.drain()
+    monitor = jobq.app[ALERTS]
+    await monitor.check()
+    jobq.clock.advance(jobq.settings.dlq_alert_seconds)
+    assert len(await monitor.check()) == 1
+    await ui.login("acme")
+    await expect(ui.page.locator("#conn")).to_have_text("polling")
+    await expect(ui.page.locator('#alerts li[data-kind="dlq_not_empty"]')).to_contain_text("the DLQ of acme")
+
+
+async def settled(ws: WebSocket) -> None:
+    """Two metrics messages more: what the page fetched when it went live is shown."""
+    for _ in range(2):
+        await ws.wait_for_event("framereceived", lambda payload: '"type":"metrics"' in str(payload))
+
+
+async def slow_answer(request: web.Request) -> web.StreamResponse:
+    await asyncio.sleep(2)  # longer than the sender's 0.5 s timeout: no answer
+    return web.Response()
+
+
+@LOOPBACK_WEBHOOKS
+async def test_the_job_page_shows_delivery_attempts_and_redelivers(
+    ui: UI, jobq: Harness, receive: Callable[..., Awaitable[Receiver]]
+) -> None:
+    receiver = await receive(slow_answer, answer(500), answer(200))
+    job_id = (
+        await jobq.submit(type="fail", payload={"permanent": True, "message": "boom"}, webhookUrl=receiver.url())
+    )["jobId"]
+    await jobq.drain()
+    sender = jobq.app[SENDER]
+    await sender.run_until_idle()  # attempt 1: no answer in time; one retry left, a minute later
+
+    # The job page lists each attempt.
+    await ui.login("acme")
+    page = ui.page
+    async with page.expect_websocket() as socket:
+        await page.goto(ui.url(f"/ui/jobs/{job_id}"))
+    await expect(page.locator("#conn")).to_have_text("live")
+    navigations: list[str] = []
+    page.on("framenavigated", lambda frame: navigations.append(frame.url))
+    delivery = page.locator("#j-deliveries li.delivery")
+    rows = delivery.locator("tbody tr")
+    await expect(delivery).to_have_attribute("data-status", "pending")
+    await expect(delivery).to_contain_text("Next attempt due")
+    await expect(rows).to_have_count(1)
+    await expect(rows.nth(0).locator("td.code")).to_have_text("no answer")
+    await expect(rows.nth(0)).to_contain_text("no complete answer within 0.5 s")
+    await expect(rows.nth(0)).to_have_attribute("data-status", "failed")
+
+    # Attempt 2 changes no job, so no job message tells the page; it follows anyway.
+    await settled(await socket.value)
+    jobq.clock.advance(80)
+    await sender.run_until_idle()  # attempt 2: 500, and the schedule is used up: failed
+    assert len(receiver.requests) == 2
+    await expect(delivery).to_have_attribute("data-status", "failed")
+    await expect(rows).to_have_count(2)
+    await expect(rows.nth(1).locator("td.code")).to_have_text("500")
+    await expect(rows.nth(1)).to_contain_text("answered 500")
+    await expect(rows.nth(1)).to_contain_text(" ms")
+    await expect(page.locator("#j-redeliver")).to_be_visible()
+    assert navigations == [], "the page reloaded"
+    await ui.screenshot("job-delivery-failed")
+
+    # The dashboard counts the failed delivery, highlighted, and shows its alert.
+    monitor = jobq.app[ALERTS]
+    raised = await monitor.check()
+    assert [a.kind for a in raised] == ["delivery_failed"]
+    await page.goto(ui.url("/"))
+    failed = page.locator('.dcount[data-delivery-status="failed"]')
+    await expect(failed.locator(".dcount-n")).to_have_text("1")
+    await expect(failed).to_have_class(re.compile(r"\bdcount-bad\b"))
+    await expect(page.locator('.dcount[data-delivery-status="pending"]')).not_to_have_class(re.compile("dcount-bad"))
+    alert = page.locator('#alerts li[data-kind="delivery_failed"]')
+    await expect(alert).to_contain_text("webhook failed")
+    await expect(alert.locator(".alert-message")).to_have_text(raised[0].message)
+    await ui.screenshot("dashboard-delivery-failed")
+    await alert.locator("a").click()
+    await expect(page).to_have_url(ui.url(f"/ui/jobs/{job_id}"))
+
+    # Redeliver: queued again at once, then sent; the panel follows without a reload.
+    await page.click("#j-redeliver")
+    await expect(page.locator("#j-deliveries-notice")).to_contain_text("queued (the same webhook-id)")
+    await expect(delivery).to_have_attribute("data-status", "pending")
+    await expect(delivery).to_contain_text("Redelivery due")
+    await expect(page.locator("#j-actions li")).to_contain_text("redeliver by acme")
+    await sender.run_until_idle()
+    await expect(delivery).to_have_attribute("data-status", "delivered")
+    await expect(rows).to_have_count(3)
+    await expect(rows.nth(2).locator("td.code")).to_have_text("200")
+    await expect(rows.nth(2)).to_contain_text("redelivery")
+    await expect(rows.nth(2)).to_have_attribute("data-status", "succeeded")
+    ids = {headers["webhook-id"] for _, _, _, headers in receiver.requests}
+    assert len(receiver.requests) == 3 and len(ids) == 1
+    await ui.screenshot("job-deliveries")
+    assert [(a.kind, a.active) for a in await monitor.check()] == [("delivery_failed", False)]
+
+
+async def test_a_refused_redeliver_says_why(ui: UI, jobq: Harness) -> None:
+    job = await jobq.submit(type="fail", payload={"permanent": True}, webhookUrl="https://hooks.example.com/x")
+    job_id = job["jobId"]
+    await jobq.drain()
+
+    async def route(ws: WebSocketRoute) -> None:
+        # The page stays live but does not hear of the retry below, so it
+        # still offers Redeliver for a job that is no longer ended.
+        server = ws.connect_to_server()
+
+        def from_server(message: str | bytes) -> None:
+            if json.loads(message).get("type") != "job":
+                ws.send(message)
+
+        server.on_message(from_server)
+
+    await ui.page.route_web_socket("**/ws*", route)
+    await ui.login("acme")
+    await ui.page.goto(ui.url(f"/ui/jobs/{job_id}"))
+    await expect(ui.page.locator("#conn")).to_have_text("live")
+    await expect(ui.page.locator("#j-redeliver")).to_be_visible()
+    response = await jobq.client.post(f"/jobs/{job_id}/retry", headers=jobq.headers())
+    assert response.status == 200
+    await ui.page.click("#j-redeliver")
+    notice = ui.page.locator("#j-deliveries-notice")
+    await expect(notice).to_have_text(
+        f"Redeliver refused: job {job_id} is queued; only an ended job's webhook can be redelivered"
+    )
+    await expect(notice).to_have_class(re.compile("notice-error"))
+    # The page looked again: the job is queued, so there is nothing to redeliver.
+    await expect(ui.page.locator("#j-status")).to_have_text("queued")
+    await expect(ui.page.locator("#j-redeliver")).to_be_hidden()
+
+
+async def test_a_read_only_key_sees_no_redeliver_button(ui: UI, jobq: Harness) -> None:
+    job_id = (await jobq.submit(type="echo", webhookUrl="https://hooks.example.com/x"))["jobId"]
+    await jobq.drain()
+    await ui.login("acme_read")
+    await ui.page.goto(ui.url(f"/ui/jobs/{job_id}"))
+    await expect(ui.page.locator("#j-status")).to_have_text("succeeded")
+    await expect(ui.page.locator("#j-deliveries li.delivery")).to_have_attribute("data-status", "pending")
+    await expect(ui.page.locator("#j-redeliver")).to_be_hidden()
+    # And the server refuses anyway, whatever the page shows.
+    status = await ui.page.evaluate(
+        "async (id) => (await fetch(`/jobs/${id}/deliveries/redeliver`, {method: 'POST'})).status", job_id
+    )
+    assert status == 403
