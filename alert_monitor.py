@@ -103,7 +103,8 @@ class AlertMonitor:
             return {}
         last = latest.attempts[-1] if latest.attempts else {}
         message = (
-            f"{failed} webhook deliveries of {tenant} failed for good; the latest, {latest.delivery_id} "
+            f"{failed} webhook {'delivery' if failed == 1 else 'deliveries'} of {tenant} failed for good; "
+            f"the latest, {latest.delivery_id} "
             f"({latest.event} of job {latest.job_id}), after {latest.attempt_count} attempts: "
             f"{last.get('error') or 'no answer'}"
         )
