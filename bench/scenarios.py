@@ -21,6 +21,7 @@ from bench.live import live_drain, live_latency
 from bench.report import Row
 from bench.server import Server, fresh_server, temp_server
 from bench.stats import count, ms, percentile, rate
+from bench.webhooks import webhook_drain
 
 logger = logging.getLogger("bench")
 
@@ -294,4 +295,5 @@ SCENARIOS: dict[str, Scenario] = {
     "memory": memory,
     "live": live_latency,
     "live-drain": live_drain,
+    "webhook-drain": webhook_drain,
 }

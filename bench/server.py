@@ -13,7 +13,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -55,10 +55,12 @@ def free_port() -> int:
 
 class Server:
     """`python app.py` over one data directory; can be stopped and started
-    again on the same directory (with another worker concurrency)."""
+    again on the same directory (with another worker concurrency). `env`:
+    more settings (JOBQ_* variables) for every start, over the defaults."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, env: Mapping[str, str] | None = None) -> None:
         self.data_dir = data_dir
+        self.extra_env = dict(env or {})
         self.key = write_tenants(data_dir / "tenants.json")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -79,6 +81,7 @@ class Server:
             JOBQ_WORKER_CONCURRENCY=str(concurrency),
             JOBQ_LOG_LEVEL="WARNING",
         )
+        env.update(self.extra_env)
         return env
 
     async def start(self, concurrency: int) -> float:
@@ -135,13 +138,13 @@ class Server:
 
 
 @asynccontextmanager
-async def temp_server() -> AsyncIterator[Server]:
-    """A server (not yet started) over a new temp data directory; stopped and
-    removed afterwards."""
+async def temp_server(env: Mapping[str, str] | None = None) -> AsyncIterator[Server]:
+    """A server (not yet started) over a new temp data directory, with the
+    extra settings `env`; stopped and removed afterwards."""
     with tempfile.TemporaryDirectory(prefix="jobq-bench-") as tmp:
         data_dir = Path(tmp) / "data"
         data_dir.mkdir()
-        server = Server(data_dir)
+        server = Server(data_dir, env)
         try:
             yield server
         finally:
