@@ -91,7 +91,9 @@ class DeliverySender:
         store.subscribe(self._on_change)
 
     def _on_change(self, job: Job) -> None:
-        if job.terminal and job.webhook_url is not None:
+        # Only when the delivery could start now: with its tenant's share busy
+        # (a hanging receiver), waking the loop per ending job would be wasted work.
+        if job.terminal and job.webhook_url is not None and self._has_room(job.tenant_id):
             self._wake.set()
 
     def wake(self) -> None:
@@ -119,6 +121,9 @@ class DeliverySender:
             self._start(delivery)
             started += 1
         return started
+
+    def _has_room(self, lane: str | None) -> bool:
+        return self._room(lane) > 0 and len(self._sending) < self.limits.concurrency
 
     def _room(self, lane: str | None) -> int:
         # Alert notifications go one at a time, so "raised" is sent before its "cleared".
