@@ -419,6 +419,7 @@ async def test_the_job_page_shows_delivery_attempts_and_redelivers(
     # The job page lists each attempt.
     await ui.login("acme")
     page = ui.page
+    await expect(page.locator("#conn")).to_have_text("live")  # the dashboard's socket is not the one caught below
     async with page.expect_websocket() as socket:
         await page.goto(ui.url(f"/ui/jobs/{job_id}"))
     await expect(page.locator("#conn")).to_have_text("live")
@@ -486,22 +487,32 @@ async def test_a_refused_redeliver_says_why(ui: UI, jobq: Harness) -> None:
     job_id = job["jobId"]
     await jobq.drain()
 
+    settled = asyncio.Event()
+
     async def route(ws: WebSocketRoute) -> None:
         # The page stays live but does not hear of the retry below, so it
         # still offers Redeliver for a job that is no longer ended.
         server = ws.connect_to_server()
+        metrics = 0
 
         def from_server(message: str | bytes) -> None:
-            if json.loads(message).get("type") != "job":
+            nonlocal metrics
+            kind = json.loads(message).get("type")
+            if kind == "metrics":
+                metrics += 1
+                if metrics == 2:  # what the page fetched when it went live has arrived
+                    settled.set()
+            if kind != "job":
                 ws.send(message)
 
         server.on_message(from_server)
 
-    await ui.page.route_web_socket("**/ws*", route)
     await ui.login("acme")
+    await ui.page.route_web_socket("**/ws*", route)
     await ui.page.goto(ui.url(f"/ui/jobs/{job_id}"))
     await expect(ui.page.locator("#conn")).to_have_text("live")
     await expect(ui.page.locator("#j-redeliver")).to_be_visible()
+    await asyncio.wait_for(settled.wait(), WAIT_MS / 1000)
     response = await jobq.client.post(f"/jobs/{job_id}/retry", headers=jobq.headers())
     assert response.status == 200
     await ui.page.click("#j-redeliver")
