@@ -230,7 +230,10 @@ async def serve(settings: Settings) -> int:
     await wait_for_signal()
     logger.info("action=shutdown graceSeconds=%g", settings.shutdown_grace_seconds)
     app[SERVICES].shutting_down = True
-    await app[WORKER].stop(settings.shutdown_grace_seconds)
+    # Both within the one grace period: a delivery not sent by then stays pending for the next start.
+    await asyncio.gather(
+        app[WORKER].stop(settings.shutdown_grace_seconds), app[SENDER].stop(settings.shutdown_grace_seconds)
+    )
     await runner.cleanup()
     logger.info("action=stopped")
     return 0

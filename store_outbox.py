@@ -42,16 +42,18 @@ class OutboxOperations:
     def due_deliveries(
         self, now: datetime, room: Callable[[str | None], int], skip: Container[str]
     ) -> list[Delivery]:
-        """Pending deliveries due by `now`, not in `skip` (being sent): from
-        each lane (a tenant, or None for alert notifications) at most
-        `room(lane)`, the longest due first within a lane."""
+        """Pending deliveries due by `now`, durable, and not in `skip` (being
+        sent): from each lane (a tenant, or None for alert notifications) at
+        most `room(lane)`, the longest due first within a lane. One whose
+        commit is still being written is left out: that write may yet fail."""
         due: list[Delivery] = []
+        unwritten = self.index.unwritten_deliveries
         for lane in list(self.index.pending_deliveries):
             wanted = room(lane)
             if wanted <= 0:
                 continue
             for delivery in self.index.due_deliveries(lane, now):
-                if delivery.delivery_id in skip:
+                if delivery.delivery_id in skip or delivery.delivery_id in unwritten:
                     continue
                 due.append(delivery)
                 wanted -= 1

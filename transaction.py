@@ -32,6 +32,7 @@ class Transaction:
         self._undo: list[Callable[[], None]] = []
         self._changes: dict[str, Any] = {}
         self._jobs: dict[str, Job] = {}
+        self._unwritten: list[str] = []
 
     def put(self, job: Job) -> Job:
         old = self.index.put(job)
@@ -64,9 +65,13 @@ class Transaction:
             self._changes[idem_storage_key(tenant_id, key)] = None
 
     def put_delivery(self, delivery: Delivery) -> None:
+        """Also marks the delivery unwritten until this commit ends, so the
+        sender never sends what a failed write would take back."""
         old = self.index.put_delivery(delivery)
         self._undo.append(lambda: self._restore_delivery(delivery, old))
         self._changes[delivery.storage_key] = delivery.to_record()
+        self.index.unwritten_deliveries[delivery.delivery_id] += 1
+        self._unwritten.append(delivery.delivery_id)
 
     def remove_delivery(self, delivery_id: str) -> None:
         old = self.index.remove_delivery(delivery_id)
@@ -113,6 +118,14 @@ class Transaction:
         for undo in reversed(self._undo):
             undo()
 
+    def _ended(self) -> None:
+        """The write is done (durable, or failed and undone)."""
+        unwritten = self.index.unwritten_deliveries
+        for delivery_id in self._unwritten:
+            unwritten[delivery_id] -= 1
+            if unwritten[delivery_id] <= 0:
+                del unwritten[delivery_id]
+
     def commit_nowait(self, commit_fn: CommitFn, listeners: list[JobListener]) -> asyncio.Future[list[Job]]:
         """Queue the records now (so journal order is the order of changes) and
         return a future of the changed jobs, resolved once they are durable
@@ -126,6 +139,7 @@ class Transaction:
         changed = list(self._jobs.values())
 
         def on_written(future: asyncio.Future[None]) -> None:
+            self._ended()
             error = future.exception()
             if error is not None:
                 result.set_exception(error)
@@ -141,7 +155,10 @@ class Transaction:
         Raises `StoreUnavailable` with everything undone."""
         if self.empty:
             return []
-        await commit_fn(self._changes, self.rollback)
+        try:
+            await commit_fn(self._changes, self.rollback)
+        finally:
+            self._ended()
         changed = list(self._jobs.values())
         _publish(changed, listeners)
         return changed

@@ -61,6 +61,9 @@ class Jobq:
             return bool((await self.call("GET", f"/jobs/{job_id}"))["status"] == "succeeded")
 
         await until(succeeded, "the job to succeed")
+        # Reads run up to one group commit ahead of the disk; a submit's 201 is
+        # durable, and the journal is in order, so the ending is durable too.
+        await self.call("POST", "/jobs", json={"type": "echo", "payload": {}})
         return job_id
 
 
@@ -123,5 +126,36 @@ async def test_a_crash_during_the_delivery_sends_it_again_with_the_same_id(
         ids = [headers["webhook-id"] for _, _, _, headers in receiver.requests]
         assert len(ids) == 2 and len(set(ids)) == 1
         assert ids[0] == (await jobq.delivery(job_id))["deliveryId"]
+    finally:
+        jobq.server.stop()
+
+
+async def test_sigterm_with_a_webhook_in_flight_exits_within_the_grace_and_sends_it_later(
+    tmp_path: Path, session: aiohttp.ClientSession, aiohttp_server: ServerFactory
+) -> None:
+    arrived = asyncio.Event()
+
+    async def hang_first(request: web.Request) -> web.StreamResponse:
+        arrived.set()
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    receiver = await start_receiver(aiohttp_server, hang_first, answer(200))
+    jobq = Jobq(tmp_path, session)  # JOBQ_SHUTDOWN_GRACE_SECONDS is 2 (tests.server_process)
+    await jobq.server.start(session)
+    try:
+        job_id = await jobq.ended_job_with_webhook(receiver)
+        await asyncio.wait_for(arrived.wait(), timeout=15)
+        started = asyncio.get_running_loop().time()
+        assert await asyncio.to_thread(jobq.server.stop) == 0
+        assert asyncio.get_running_loop().time() - started < 10  # the grace (2 s), not the webhook's 15 s
+
+        await jobq.server.start(session)
+
+        async def delivered() -> bool:
+            return bool((await jobq.delivery(job_id))["status"] == "delivered")
+
+        await until(delivered, "the delivery after the restart")
+        assert len({headers["webhook-id"] for _, _, _, headers in receiver.requests}) == 1
     finally:
         jobq.server.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import itertools
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ from standardwebhooks import Webhook
 import outbound
 from app import SENDER
 from clock import FakeClock
+from fsio import FileSystem
 from models import parse_ts
 from tenants import TenantsDoc
 from tests.conftest import Harness, HarnessFactory
@@ -364,3 +366,31 @@ async def test_an_attempt_that_cannot_be_written_is_sent_again_later(
     delivery = await the_delivery(jobq, job["jobId"])
     assert delivery["status"] == "delivered" and len(delivery["attempts"]) == 1
     assert [r[3]["webhook-id"] for r in receiver.requests] == [delivery["deliveryId"]] * 2
+
+
+class GatedFS(FileSystem):
+    """Holds every journal fsync until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def fsync(self, fd: int) -> None:
+        self.gate.wait(timeout=10)
+        super().fsync(fd)
+
+
+async def test_nothing_is_sent_before_the_ending_is_durable(make_harness: HarnessFactory, receive: Any) -> None:
+    fs = GatedFS()
+    jobq = await make_harness(fs=fs, allow_private_urls=True)
+    receiver = await receive(answer(200))
+    job = await jobq.submit(delaySeconds=60, webhookUrl=receiver.url())
+    fs.gate.clear()
+    cancelling = asyncio.ensure_future(jobq.client.post(f"/jobs/{job['jobId']}/cancel", headers=jobq.headers()))
+    while not jobq.store.index.deliveries:  # the ending and its delivery are in memory, not yet on disk
+        await asyncio.sleep(0.001)
+    assert sender(jobq).run_once() == 0  # a write that may yet fail: not sent
+    fs.gate.set()
+    assert (await cancelling).status == 200
+    await send_due(jobq)
+    assert len(receiver.requests) == 1
