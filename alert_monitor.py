@@ -73,9 +73,8 @@ class AlertMonitor:
                 self._dlq_since.pop(tenant, None)
             else:
                 seen.update(self._dlq_condition(tenant, fatal, now, known))
-            failed = self.store.delivery_counts(tenant)["failed"]
-            if failed:
-                seen.update(self._deliveries_condition(tenant, failed, known))
+            if self.store.delivery_counts(tenant)["failed"]:
+                seen.update(self._deliveries_condition(tenant, known))
         for alert in known.values():
             if alert.kind == LEASE_EXPIRED and alert.active and alert.subject is not None:
                 job = self.store.get(alert.subject, None)
@@ -93,7 +92,7 @@ class AlertMonitor:
         condition = dlq_condition(tenant, fatal, since, now, self.dlq_alert_seconds)
         return {} if condition is None else {condition.alert_id: condition}
 
-    def _deliveries_condition(self, tenant: str, failed: int, known: dict[str, Alert]) -> dict[str, Condition]:
+    def _deliveries_condition(self, tenant: str, known: dict[str, Alert]) -> dict[str, Condition]:
         alert_id = "deliveries:" + tenant
         raised = known.get(alert_id)
         if raised is not None and raised.active:
@@ -102,9 +101,9 @@ class AlertMonitor:
         if latest is None:
             return {}
         last = latest.attempts[-1] if latest.attempts else {}
+        # No count in the text: it is written once, when raised (the live count is in the metrics).
         message = (
-            f"{failed} webhook {'delivery' if failed == 1 else 'deliveries'} of {tenant} failed for good; "
-            f"the latest, {latest.delivery_id} "
+            f"webhook deliveries of {tenant} failed for good; the latest: {latest.delivery_id} "
             f"({latest.event} of job {latest.job_id}), after {latest.attempt_count} attempts: "
             f"{last.get('error') or 'no answer'}"
         )

@@ -119,5 +119,5 @@ def dlq_condition(tenant_id: str, fatal: int, since: datetime, now: datetime, af
         "dlq:" + tenant_id,
         DLQ_NOT_EMPTY,
         tenant_id,
-        f"the DLQ of {tenant_id} has held jobs for {after_seconds:g} s or more ({fatal} now)",
+        f"the DLQ of {tenant_id} has held jobs for {after_seconds:g} s or more",
     )

@@ -84,7 +84,7 @@ def test_dlq_condition(fatal: int, age: float, expected: bool) -> None:
     found = dlq_condition("acme", fatal, T0, T0 + timedelta(seconds=age), 300)
     assert (found is not None) is expected
     if found is not None:
-        assert found.alert_id == "dlq:acme" and f"({fatal} now)" in found.message
+        assert found.alert_id == "dlq:acme" and "300 s or more" in found.message
 
 
 # ---- the DLQ alert ---------------------------------------------------------------------
@@ -187,7 +187,7 @@ async def test_failed_deliveries_raise_one_alert_that_good_redeliveries_clear(
     await jobq.app[SENDER].run_until_idle()
     [raised] = await check(jobq)  # one per tenant, not one per delivery
     assert (raised.alert_id, raised.kind) == ("deliveries:acme", DELIVERY_FAILED)
-    assert "2 webhook deliveries of acme failed for good" in raised.message and "answered 500" in raised.message
+    assert "webhook deliveries of acme failed for good" in raised.message and "answered 500" in raised.message
     assert raised.subject in {j["jobId"] for j in jobs}
     assert await check(jobq) == []
 
