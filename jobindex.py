@@ -197,7 +197,10 @@ class JobIndex:
                 lane = self.pending_deliveries[delivery.lane] = SortedList()
             lane.add((delivery.next_attempt_at, delivery.delivery_id))
         if not delivery.for_operator:
-            self.delivery_counts.setdefault(delivery.tenant_id, Counter())[delivery.status] += 1
+            counts = self.delivery_counts.get(delivery.tenant_id)
+            if counts is None:
+                counts = self.delivery_counts[delivery.tenant_id] = Counter()
+            counts[delivery.status] += 1
             if delivery.status == "failed":
                 self.failed_deliveries[delivery.delivery_id] = None
         return old
