@@ -324,7 +324,10 @@ SPEC: dict[str, Any] = {
         },
         "/metrics": {
             "get": {
-                "summary": "Counts by status, queue depth, jobs finished per second, DLQ size",
+                "summary": (
+                    "Counts by status, queue depth, jobs finished per second, DLQ size, webhook deliveries by "
+                    "status, and the active alerts (alertId, kind, tenantId, message, subject, raisedAt)"
+                ),
                 "parameters": [{"name": "tenant", "in": "query", "schema": {"type": "string"}}],
                 "responses": {"200": _ok("metrics", {"type": "object"}), **_errors(400, 401)},
             }
