@@ -42,14 +42,12 @@ class AlertMonitor:
         tenant_names: Callable[[], list[str]],
         dlq_alert_seconds: float,
         alert_url: str | None = None,
-        on_notification: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.tenant_names = tenant_names
         self.dlq_alert_seconds = dlq_alert_seconds
         self.alert_url = alert_url
-        self.on_notification = on_notification
         self._dlq_since: dict[str, datetime] = {}
         self._lease_expired: dict[str, Condition] = {}  # seen by the listener, not yet raised
         store.subscribe(self._on_change)
@@ -123,8 +121,6 @@ class AlertMonitor:
                     "action=alert_%s alertId=%s tenantId=%s message=%s",
                     "raised" if alert.active else "cleared", alert.alert_id, alert.tenant_id, alert.message,
                 )
-            if self.alert_url is not None:
-                self.on_notification()
         for job_id in lease_seen:
             if self._lease_expired.get(job_id) is lease_seen[job_id]:
                 del self._lease_expired[job_id]

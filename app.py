@@ -102,7 +102,6 @@ def create_app(
         tenant_names=tenants.tenant_names,
         dlq_alert_seconds=settings.dlq_alert_seconds,
         alert_url=settings.alert_url,
-        on_notification=sender.wake,
     )
     views_ws.setup_live(app, store, clock)
 

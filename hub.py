@@ -26,6 +26,8 @@ times the number of viewers, and the workers keep their pace (measured by
 Messages (JSON text frames):
 - `{"type":"snapshot","counts":{status: n},"jobs":[newest 100, newest first]}`
 - `{"type":"job","job":{...}}` on every status change (and progress report)
+- `{"type":"delivery","delivery":{...}}` when a webhook delivery is made,
+  attempted or redelivered (as `GET /jobs/{id}/deliveries` shows it)
 - `{"type":"metrics","at":ts,"counts":{...},"queueDepth":n,"finishedLastMinute":n,
   "finishedPerSecond":x,"finishedBySecond":[60 ints, oldest first],
   "deliveries":{pending,delivered,failed,stopped},"alerts":[active alerts]}` on `tick()`
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -47,6 +50,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from clock import Clock
 from models import TERMINAL, Job, ListQuery, Status, format_ts
+from outbox import Delivery
 from store_protocol import Store, jobs_as_api
 from throughput import FinishedCounter
 
@@ -203,14 +207,26 @@ class LiveHub:
         if job.status in TERMINAL and job.finished_at == job.updated_at:
             # Entered a terminal state in this change (not a later touch of a finished job).
             self.finished.record(job.tenant_id, int(self.clock.monotonic()))
-        tenant_clients = self._live.get(job.tenant_id)
+        self._to_viewers_of(job.tenant_id, lambda: {"type": "job", "job": self._render([job])[0]})
+
+    def publish_delivery(self, delivery: Delivery) -> None:
+        """A store listener: a webhook delivery changed (made, attempted,
+        redelivered), once durable. Queued like a job change for the clients
+        of its tenant and for admins; alert notifications are not sent."""
+        if not delivery.for_operator:
+            self._to_viewers_of(delivery.tenant_id, lambda: {"type": "delivery", "delivery": delivery.to_api()})
+
+    def _to_viewers_of(self, tenant_id: str, message: Callable[[], dict[str, Any]]) -> None:
+        """Queue `message()` (built only if someone is watching) for the live
+        clients of the tenant and the admins watching every tenant."""
+        tenant_clients = self._live.get(tenant_id)
         all_clients = self._live.get(None)
         if not tenant_clients and not all_clients:
             return
-        message = orjson.dumps({"type": "job", "job": self._render([job])[0]})
+        data = orjson.dumps(message())
         for clients in (tenant_clients, all_clients):
             if clients:
-                self._offer(list(clients), message)
+                self._offer(list(clients), data)
 
     def tick(self) -> None:
         """Send a fresh snapshot instead of a backlog: a live client with more

@@ -29,7 +29,7 @@ from models import LEASE_EXPIRED_ERROR, Failed, Job, ListQuery, NewJob, Outcome,
 from outbox import Delivery
 from rules import waiting_reason
 from store_outbox import OutboxOperations
-from store_protocol import Claimed, IdemRequest, JobListener, SubmitResult, jobs_as_api
+from store_protocol import Claimed, DeliveryListener, IdemRequest, JobListener, Listeners, SubmitResult, jobs_as_api
 from submission import build_jobs
 from transaction import Transaction
 
@@ -56,7 +56,7 @@ class JsonStore(OutboxOperations):
         self.index = JobIndex(aging_seconds)
         self.policy = retry
         self.max_running = max_running
-        self._listeners: list[JobListener] = []
+        self._listeners = Listeners()
         self._rr = 0
 
     # ---- lifecycle of the store itself ---------------------------------
@@ -111,7 +111,10 @@ class JsonStore(OutboxOperations):
         return {"commits": self.log.commits, "fsyncs": self.log.fsyncs}
 
     def subscribe(self, listener: JobListener) -> None:
-        self._listeners.append(listener)
+        self._listeners.jobs.append(listener)
+
+    def subscribe_deliveries(self, listener: DeliveryListener) -> None:
+        self._listeners.deliveries.append(listener)
 
     async def _commit(self, tx: Transaction) -> list[Job]:
         return await tx.commit(self.log.commit, self._listeners)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Container, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -15,6 +15,15 @@ from models import Job, ListQuery, NewJob, Outcome
 from outbox import Delivery
 
 JobListener = Callable[[Job], None]
+DeliveryListener = Callable[[Delivery], None]
+
+
+@dataclass(slots=True)
+class Listeners:
+    """Who hears of changes once they are durable: of jobs, and of deliveries."""
+
+    jobs: list[JobListener] = field(default_factory=list)
+    deliveries: list[DeliveryListener] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +92,12 @@ class Store(Protocol):
     def alerts(self, tenant_id: str | None) -> list[Alert]: ...
     async def save_alerts(self, alerts: list[Alert], notifications: list[Delivery]) -> None: ...
     def waiting_reasons(self, jobs: Iterable[Job], now: datetime) -> list[str | None]: ...
-    def subscribe(self, listener: JobListener) -> None: ...
+    def subscribe(self, listener: JobListener) -> None:
+        """`listener(job)` for each changed job, once the change is durable; it must not block."""
+        ...
+    def subscribe_deliveries(self, listener: DeliveryListener) -> None:
+        """`listener(delivery)` for each changed delivery, once durable; it must not block."""
+        ...
     def stats(self) -> dict[str, int]:
         """Monotonic counters of the backend's own work, for /metrics/prometheus."""
         ...

@@ -5,7 +5,7 @@ A store operation opens a `Transaction`, applies new job versions through it
 queued for the journal and the call returns once they are durable. If the write
 fails, the journal calls `undo` (restoring every previous version, newest
 first) and the commit raises `StoreUnavailable`. Listeners hear about changed
-jobs only after they are durable.
+jobs and deliveries only after they are durable.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from alerts import Alert
 from jobindex import IdemRecord, JobIndex, idem_storage_key
 from models import Job
 from outbox import Delivery
-from store_protocol import JobListener
+from store_protocol import Listeners
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class Transaction:
         self._undo: list[Callable[[], None]] = []
         self._changes: dict[str, Any] = {}
         self._jobs: dict[str, Job] = {}
-        self._unwritten: list[str] = []
+        self._deliveries: dict[str, Delivery] = {}
 
     def put(self, job: Job) -> Job:
         old = self.index.put(job)
@@ -71,7 +71,7 @@ class Transaction:
         self._undo.append(lambda: self._restore_delivery(delivery, old))
         self._changes[delivery.storage_key] = delivery.to_record()
         self.index.unwritten_deliveries[delivery.delivery_id] += 1
-        self._unwritten.append(delivery.delivery_id)
+        self._deliveries[delivery.delivery_id] = delivery
 
     def remove_delivery(self, delivery_id: str) -> None:
         old = self.index.remove_delivery(delivery_id)
@@ -121,12 +121,12 @@ class Transaction:
     def _ended(self) -> None:
         """The write is done (durable, or failed and undone)."""
         unwritten = self.index.unwritten_deliveries
-        for delivery_id in self._unwritten:
+        for delivery_id in self._deliveries:
             unwritten[delivery_id] -= 1
             if unwritten[delivery_id] <= 0:
                 del unwritten[delivery_id]
 
-    def commit_nowait(self, commit_fn: CommitFn, listeners: list[JobListener]) -> asyncio.Future[list[Job]]:
+    def commit_nowait(self, commit_fn: CommitFn, listeners: Listeners) -> asyncio.Future[list[Job]]:
         """Queue the records now (so journal order is the order of changes) and
         return a future of the changed jobs, resolved once they are durable
         (listeners are told first). It fails with `StoreUnavailable`, with
@@ -144,13 +144,13 @@ class Transaction:
             if error is not None:
                 result.set_exception(error)
             else:
-                _publish(changed, listeners)
+                self._publish(changed, listeners)
                 result.set_result(changed)
 
         written.add_done_callback(on_written)
         return result
 
-    async def commit(self, commit_fn: CommitFn, listeners: list[JobListener]) -> list[Job]:
+    async def commit(self, commit_fn: CommitFn, listeners: Listeners) -> list[Job]:
         """Durable when this returns; the changed jobs' final versions, in order.
         Raises `StoreUnavailable` with everything undone."""
         if self.empty:
@@ -160,15 +160,20 @@ class Transaction:
         finally:
             self._ended()
         changed = list(self._jobs.values())
-        _publish(changed, listeners)
+        self._publish(changed, listeners)
         return changed
 
+    def _publish(self, changed: list[Job], listeners: Listeners) -> None:
+        for job in changed:
+            _tell(listeners.jobs, job, job.job_id)
+        for delivery in self._deliveries.values():
+            _tell(listeners.deliveries, delivery, delivery.delivery_id)
 
-def _publish(changed: list[Job], listeners: list[JobListener]) -> None:
-    for job in changed:
-        for listener in listeners:
-            try:
-                listener(job)
-            except Exception:
-                # A broken listener must not turn a durable change into an error.
-                logger.exception("action=listener_failed jobId=%s", job.job_id)
+
+def _tell(listeners: list[Callable[[Any], None]], item: object, item_id: str) -> None:
+    for listener in listeners:
+        try:
+            listener(item)
+        except Exception:
+            # A broken listener must not turn a durable change into an error.
+            logger.exception("action=listener_failed id=%s", item_id)

@@ -111,6 +111,7 @@ def setup_live(app: web.Application, store: Store, clock: Clock) -> LiveHub:
     app[HUB] = hub
     app.add_routes(routes)
     store.subscribe(hub.publish_job)
+    store.subscribe_deliveries(hub.publish_delivery)
 
     async def run_ticks(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.get_running_loop().create_task(hub.run(), name="jobq-live-metrics")

@@ -37,7 +37,7 @@ import orjson
 from clock import Clock
 from delivery_policy import DELIVERED, Decision, RetrySchedule, decide
 from errors import StoreUnavailable
-from models import Job, format_ts
+from models import format_ts
 from outbound import MAX_BODY, AddressRefused, OutboundError, Response, guarded_session, retry_after_seconds, send
 from outbox import Delivery
 from signing import WebhookSecretError, sign
@@ -88,16 +88,16 @@ class DeliverySender:
         self._sessions: dict[bool, aiohttp.ClientSession] = {}
         self._wake = asyncio.Event()
         self._stopping = False
-        store.subscribe(self._on_change)
+        store.subscribe_deliveries(self._on_change)
 
-    def _on_change(self, job: Job) -> None:
-        # Only when the delivery could start now: with its tenant's share busy
-        # (a hanging receiver), waking the loop per ending job would be wasted work.
-        if job.terminal and job.webhook_url is not None and self._has_room(job.tenant_id):
+    def _on_change(self, delivery: Delivery) -> None:
+        # Only when it could start now: with its tenant's share busy (a hanging
+        # receiver), waking the loop for each new delivery would be wasted work.
+        if delivery.status == "pending" and delivery.delivery_id not in self._sending and self._has_room(delivery.lane):
             self._wake.set()
 
     def wake(self) -> None:
-        """Look for due deliveries now (after an alert, or a fake clock moved)."""
+        """Look for due deliveries now (tests call this after moving a fake clock)."""
         self._wake.set()
 
     @property

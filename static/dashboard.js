@@ -18,7 +18,6 @@ const MAX_BACKOFF_MS = 30000;
 const SILENCE_MS = 10000; // metrics come once a second: a silent socket is a dead one
 const DELIVERY_STATUSES = ["failed", "pending", "delivered", "stopped"];
 const ALERT_KINDS = { dlq_not_empty: "DLQ not empty", delivery_failed: "webhook failed", lease_expired: "lease expired" };
-const DUE_REFRESH_MS = 5000; // a due delivery's outcome is looked for at most this often
 
 // ---- small helpers ------------------------------------------------------
 
@@ -619,9 +618,6 @@ function jobPage() {
   let current = null;
   let pending = null;
   let deliveries = [];
-  let deliveryCounts = null; // the scope's delivery counts in the last metrics message
-  let deliveriesAt = 0; // when the deliveries were last fetched (Date.now())
-  let fetchingDeliveries = false;
 
   function fact(name, value) {
     if (value === null || value === undefined || value === "" || (Array.isArray(value) && value.length === 0)) return [];
@@ -705,7 +701,6 @@ function jobPage() {
 
   function renderDeliveries(list) {
     deliveries = list;
-    deliveriesAt = Date.now();
     const box = $("j-deliveries");
     clear(box);
     for (const delivery of list) {
@@ -733,28 +728,11 @@ function jobPage() {
     render(job);
   }
 
-  async function refreshDeliveries() {
-    if (fetchingDeliveries) return;
-    fetchingDeliveries = true;
-    try {
-      renderDeliveries((await api("GET", deliveriesUrl)).deliveries);
-    } finally {
-      fetchingDeliveries = false;
-    }
-  }
-
-  function onMetrics(message) {
-    // A delivery attempt changes no job, so no job message tells of it: look
-    // again when the scope's delivery counts move, and, while one of this
-    // job's deliveries is due (server time), every DUE_REFRESH_MS.
-    if (!current || !current.webhookUrl || !message.deliveries) return;
-    const counts = JSON.stringify(message.deliveries);
-    const now = Date.parse(message.at);
-    const due = deliveries.some((d) => d.status === "pending" && Date.parse(d.nextAttemptAt) <= now);
-    if (counts !== deliveryCounts || (due && Date.now() - deliveriesAt >= DUE_REFRESH_MS)) {
-      deliveryCounts = counts;
-      refreshDeliveries().catch((error) => showNotice(error.message, true, "j-deliveries-notice"));
-    }
+  function onDelivery(delivery) {
+    // A delivery message (made, attempted, redelivered) carries the whole delivery.
+    if (delivery.jobId !== jobId) return;
+    const known = deliveries.some((d) => d.deliveryId === delivery.deliveryId);
+    renderDeliveries(known ? deliveries.map((d) => (d.deliveryId === delivery.deliveryId ? delivery : d)) : [...deliveries, delivery]);
   }
 
   function soon() {
@@ -802,7 +780,7 @@ function jobPage() {
     onMessage(message) {
       if (message.type === "job" && message.job && message.job.jobId === jobId) soon();
       else if (message.type === "snapshot" && current) soon();
-      else if (message.type === "metrics") onMetrics(message);
+      else if (message.type === "delivery" && message.delivery) onDelivery(message.delivery);
     },
     poll: load,
     tenant: () => (IS_ADMIN && current ? current.tenantId : ""),

@@ -46,7 +46,7 @@ async def connect(jobq: Harness, who: str = "acme", query: str = "", **kwargs: A
     return ws
 
 
-async def receive(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[str, Any]:
+async def receive_message(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[str, Any]:
     """The next message of type `kind`, skipping others (the background tick
     may send metrics at any moment)."""
     async with asyncio.timeout(5):
@@ -59,7 +59,7 @@ async def receive(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[str, A
 async def metrics_at(ws: aiohttp.ClientWebSocketResponse, at: str) -> dict[str, Any]:
     """The metrics message of the tick at fake time `at` (skipping any the
     background task sent earlier, at real-time seconds)."""
-    while (metrics := await receive(ws, "metrics"))["at"] != at:
+    while (metrics := await receive_message(ws, "metrics"))["at"] != at:
         pass
     return metrics
 
@@ -68,7 +68,7 @@ async def jobs_until(ws: aiohttp.ClientWebSocketResponse, job_id: str, status: s
     """Every job message up to and including `job_id` reaching `status`."""
     seen = []
     while True:
-        job = (await receive(ws, "job"))["job"]
+        job = (await receive_message(ws, "job"))["job"]
         seen.append(job)
         if job["jobId"] == job_id and job["status"] == status:
             return seen
@@ -97,9 +97,9 @@ async def test_foreign_origin_is_403_problem_before_the_upgrade(jobq: Harness) -
 
 async def test_own_origin_and_no_origin_with_an_api_key_are_accepted(jobq: Harness) -> None:
     with_origin = await connect(jobq, origin=own_origin(jobq))
-    assert (await receive(with_origin, "snapshot"))["counts"]["queued"] == 0
+    assert (await receive_message(with_origin, "snapshot"))["counts"]["queued"] == 0
     without_origin = await connect(jobq)  # aiohttp's client sends no Origin
-    assert (await receive(without_origin, "snapshot"))["jobs"] == []
+    assert (await receive_message(without_origin, "snapshot"))["jobs"] == []
     await with_origin.close()
     await without_origin.close()
 
@@ -129,7 +129,7 @@ async def test_session_cookie_needs_the_services_own_origin(jobq: Harness) -> No
         assert response.status == 403, origin
         assert response.content_type == "application/problem+json"
     ws = await jobq.client.ws_connect("/ws", headers=cookie, origin=own_origin(jobq))
-    snapshot = await receive(ws, "snapshot")
+    snapshot = await receive_message(ws, "snapshot")
     assert snapshot["counts"]["queued"] == 0
     [client] = hub_of(jobq).clients
     assert client.tenant_id == "acme"
@@ -190,7 +190,7 @@ async def test_first_message_is_a_snapshot_of_counts_and_newest_jobs(jobq: Harne
 
 async def test_job_arrives_as_queued_running_succeeded(jobq: Harness) -> None:
     ws = await connect(jobq)
-    await receive(ws, "snapshot")
+    await receive_message(ws, "snapshot")
     job = await jobq.submit(payload={"hello": "live"})
     await jobq.drain()
     seen = await jobs_until(ws, job["jobId"], "succeeded")
@@ -209,7 +209,7 @@ async def test_events_of_one_tenant_never_reach_another(jobq: Harness) -> None:
         "admin": await connect(jobq, "admin"),
         "admin_globex": await connect(jobq, "admin", "?tenant=globex"),
     }
-    snapshots = {name: await receive(ws, "snapshot") for name, ws in sockets.items()}
+    snapshots = {name: await receive_message(ws, "snapshot") for name, ws in sockets.items()}
     assert [j["jobId"] for j in snapshots["globex"]["jobs"]] == []
     assert snapshots["globex"]["counts"]["queued"] == 0
     assert snapshots["admin"]["counts"]["queued"] == 1
@@ -233,7 +233,7 @@ async def test_events_of_one_tenant_never_reach_another(jobq: Harness) -> None:
 
 async def test_read_only_key_may_watch(jobq: Harness) -> None:
     ws = await connect(jobq, "acme_read")
-    await receive(ws, "snapshot")
+    await receive_message(ws, "snapshot")
     job = await jobq.submit("acme")
     assert [j["jobId"] for j in await jobs_until(ws, job["jobId"], "queued")] == [job["jobId"]]
     await ws.close()
@@ -245,8 +245,8 @@ async def test_read_only_key_may_watch(jobq: Harness) -> None:
 async def test_metrics_after_a_tick(jobq: Harness) -> None:
     acme = await connect(jobq)
     globex = await connect(jobq, "globex")
-    await receive(acme, "snapshot")
-    await receive(globex, "snapshot")
+    await receive_message(acme, "snapshot")
+    await receive_message(globex, "snapshot")
     for _ in range(3):
         await jobq.submit()
     await jobq.drain()
@@ -302,9 +302,9 @@ def test_publish_is_synchronous() -> None:
 async def test_a_client_that_falls_behind_gets_a_fresh_snapshot(jobq: Harness) -> None:
     hub = hub_of(jobq)
     ws = await connect(jobq)
-    await receive(ws, "snapshot")
+    await receive_message(ws, "snapshot")
     job = await jobq.submit(payload={"n": 1})
-    assert (await receive(ws, "job"))["job"]["jobId"] == job["jobId"]
+    assert (await receive_message(ws, "job"))["job"]["jobId"] == job["jobId"]
     [client] = hub.clients
     stored = jobq.store.get(job["jobId"], "acme")
     assert stored is not None
@@ -316,19 +316,19 @@ async def test_a_client_that_falls_behind_gets_a_fresh_snapshot(jobq: Harness) -
     assert client.queue.qsize() == 0
     hub.tick()
     assert client.state == "live"
-    resync = await receive(ws, "snapshot")
+    resync = await receive_message(ws, "snapshot")
     assert [j["jobId"] for j in resync["jobs"]] == [job["jobId"]]
     later = await jobq.submit(payload={"n": 2})
-    assert (await receive(ws, "job"))["job"]["jobId"] == later["jobId"]  # back to events
+    assert (await receive_message(ws, "job"))["job"]["jobId"] == later["jobId"]  # back to events
     await ws.close()
 
 
 async def test_a_client_that_keeps_falling_behind_gets_snapshots_less_often(jobq: Harness) -> None:
     hub = hub_of(jobq)
     ws = await connect(jobq)
-    await receive(ws, "snapshot")
+    await receive_message(ws, "snapshot")
     job = await jobq.submit()
-    await receive(ws, "job")
+    await receive_message(ws, "job")
     [client] = hub.clients
     stored = jobq.store.get(job["jobId"], "acme")
     assert stored is not None
@@ -358,7 +358,7 @@ async def test_a_client_that_keeps_falling_behind_gets_snapshots_less_often(jobq
 async def test_a_stuck_client_never_slows_the_worker(jobq: Harness) -> None:
     hub = hub_of(jobq)
     watcher = await connect(jobq)  # a healthy viewer alongside, with the default queue
-    await receive(watcher, "snapshot")
+    await receive_message(watcher, "snapshot")
     hub.queue_size = 16
     stuck = StuckSocket(free=1)  # takes its snapshot, then never another message
     client = hub.connect(stuck, "acme", "stuck")
@@ -389,7 +389,7 @@ async def test_many_clients_share_a_send_budget(jobq: Harness) -> None:
 
 async def test_a_healthy_client_keeps_up_with_a_drain(jobq: Harness) -> None:
     ws = await connect(jobq)
-    await receive(ws, "snapshot")
+    await receive_message(ws, "snapshot")
     await submit_direct(jobq, "acme", 50)
     await jobq.drain()
     last = await jobq.submit()
@@ -409,7 +409,7 @@ async def test_sockets_are_closed_on_shutdown(jobq: Harness) -> None:
     stuck = StuckSocket()
     hub.connect(stuck, "globex")
     for ws in sockets:
-        await receive(ws, "snapshot")
+        await receive_message(ws, "snapshot")
     closing = asyncio.get_running_loop().create_task(jobq.client.server.close())
     for ws in sockets:
         async with asyncio.timeout(5):
@@ -440,3 +440,35 @@ def test_finished_counter_keeps_a_sliding_minute() -> None:
     for second in range(200, 400):
         counter.record("acme", second)
     assert sum(counter.by_second("acme", 399)) == 60  # at most a minute of buckets is kept
+
+
+async def test_webhook_deliveries_are_pushed_to_their_tenant_only(make_harness: Any, receive: Any) -> None:
+    from app import SENDER
+    from tests.receivers import answer
+
+    jobq = await make_harness(allow_private_urls=True)
+    hook = await receive(answer(204))
+    acme, globex = await connect(jobq), await connect(jobq, "globex")
+    for ws in (acme, globex):
+        await receive_message(ws, "snapshot")
+    job = await jobq.submit(webhookUrl=hook.url())
+    await jobq.drain()
+    made = (await receive_message(acme, "delivery"))["delivery"]
+    assert (made["jobId"], made["status"], made["attempts"]) == (job["jobId"], "pending", [])
+    assert "body" not in made
+    await jobq.app[SENDER].run_until_idle()
+    sent = (await receive_message(acme, "delivery"))["delivery"]
+    assert sent["deliveryId"] == made["deliveryId"] and sent["status"] == "delivered"
+    assert [a["statusCode"] for a in sent["attempts"]] == [204]
+
+    sentinel = await jobq.submit("globex")
+    seen = []
+    async with asyncio.timeout(5):
+        while True:
+            message = await globex.receive_json()
+            seen.append(message["type"])
+            if message["type"] == "job" and message["job"]["jobId"] == sentinel["jobId"]:
+                break
+    assert "delivery" not in seen
+    await acme.close()
+    await globex.close()
