@@ -100,10 +100,6 @@ class DeliverySender:
         """Look for due deliveries now (tests call this after moving a fake clock)."""
         self._wake.set()
 
-    @property
-    def sending(self) -> int:
-        return len(self._sending)
-
     # ---- modes -------------------------------------------------------------
 
     def run_once(self) -> int:
