@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -23,6 +24,8 @@ ECHO_BODY = orjson.dumps(ECHO_JOB)
 JSON_HEADERS = {"Content-Type": "application/json"}
 BATCH_SIZE = 1000  # the most POST /jobs/batch takes
 UNFINISHED = "queued,retry,running,waiting"
+DRAIN_POLL_SECONDS = 0.1
+DRAIN_TIMEOUT_SECONDS = 300.0
 
 
 class UnexpectedResponse(RuntimeError):
@@ -149,3 +152,18 @@ async def run_load(server: Server, request: Request, total: int, clients: int, t
                 group.create_task(one_client(session, started + time_cap))
         elapsed = time.perf_counter() - started
         return Load(latencies, elapsed, total, time.process_time() - cpu, server.cpu_seconds() - server_cpu)
+
+
+def parse_ts(value: str) -> datetime:
+    """An RFC 3339 timestamp of the API (`2026-11-24T09:30:00.123Z`)."""
+    return datetime.fromisoformat(value)
+
+
+async def wait_until_drained(api: Api) -> float:
+    """Poll until no job is unfinished; returns `time.perf_counter()` then."""
+    deadline = time.perf_counter() + DRAIN_TIMEOUT_SECONDS
+    while await api.unfinished():
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"jobs were still unfinished after {DRAIN_TIMEOUT_SECONDS:g} s")
+        await asyncio.sleep(DRAIN_POLL_SECONDS)
+    return time.perf_counter()

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import orjson
 
-from bench.client import BATCH_SIZE, ECHO_JOB, JSON_HEADERS, Api, api_for
+from bench.client import BATCH_SIZE, ECHO_JOB, JSON_HEADERS, Api, api_for, parse_ts
 from bench.report import Row
 from bench.server import Server, fresh_server
 from bench.stats import count, ms, percentile, rate
@@ -38,11 +38,6 @@ WAIT_SECONDS = 30.0  # for one job's message to reach every viewer
 SCHEDULE_LEAD_SECONDS = 2.0  # plus fill time: when the scheduled drain jobs become due
 SNAPSHOT_PREFIX = '{"type":"snapshot"'
 SUCCEEDED = '"status":"succeeded"'
-
-
-def parse_ts(value: str) -> datetime:
-    """An RFC 3339 timestamp of the API (`2026-11-24T09:30:00.123Z`)."""
-    return datetime.fromisoformat(value)
 
 
 @dataclass

@@ -6,17 +6,26 @@ and talks to it over loopback HTTP from this (separate) process.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from bench.client import BATCH_SIZE, HEALTHZ, SUBMIT, Api, Load, Request, api_for, run_load
+from bench.client import (
+    BATCH_SIZE,
+    HEALTHZ,
+    SUBMIT,
+    Api,
+    Load,
+    Request,
+    api_for,
+    parse_ts,
+    run_load,
+    wait_until_drained,
+)
 from bench.live import live_drain, live_latency
 from bench.report import Row
 from bench.server import Server, fresh_server, temp_server
@@ -30,8 +39,6 @@ P99_GROWTH_LIMIT = 1.5  # p99 at the most retained jobs over p99 at the fewest
 DRAIN_TARGET = 6000.0  # jobs/s
 PICKUP_P50_TARGET = 0.001  # seconds
 WORKER_CONCURRENCY = 5
-DRAIN_POLL_SECONDS = 0.1
-DRAIN_TIMEOUT_SECONDS = 300.0
 MIB = 1 << 20
 
 
@@ -142,21 +149,6 @@ def p99_growth_row(plan: Plan, clients: int, p99: dict[tuple[int, int], float]) 
 
 
 # ---- draining the queue --------------------------------------------------------
-
-
-def parse_ts(value: str) -> datetime:
-    """An RFC 3339 timestamp of the API (`2026-11-24T09:30:00.123Z`)."""
-    return datetime.fromisoformat(value)
-
-
-async def wait_until_drained(api: Api) -> float:
-    """Poll until no job is unfinished; returns `time.perf_counter()` then."""
-    deadline = time.perf_counter() + DRAIN_TIMEOUT_SECONDS
-    while await api.unfinished():
-        if time.perf_counter() > deadline:
-            raise TimeoutError(f"jobs were still unfinished after {DRAIN_TIMEOUT_SECONDS:g} s")
-        await asyncio.sleep(DRAIN_POLL_SECONDS)
-    return time.perf_counter()
 
 
 async def drain(plan: Plan) -> list[Row]:

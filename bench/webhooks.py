@@ -42,12 +42,11 @@ import asyncio
 import statistics
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from bench.client import BATCH_SIZE, ECHO_JOB, JSON_HEADERS, Api, api_for
+from bench.client import BATCH_SIZE, ECHO_JOB, JSON_HEADERS, Api, api_for, parse_ts, wait_until_drained
 from bench.hook_receiver import FAST, HANG, receiver_for
 from bench.report import Row
 from bench.server import temp_server
@@ -62,7 +61,6 @@ ROUNDS = 3
 SERVER_ENV = {"JOBQ_ALLOW_PRIVATE_URLS": "true"}  # the receiver is on 127.0.0.1
 SENDER_TIMEOUT_SECONDS = 15.0  # JOBQ_WEBHOOK_TIMEOUT_SECONDS, its default
 DRAIN_POLL_SECONDS = 0.1
-DRAIN_TIMEOUT_SECONDS = 300.0
 CATCH_UP_SECONDS = 60.0  # after the drain, how long to wait for the fast receiver's deliveries
 
 
@@ -102,11 +100,6 @@ class Drain:
     after_catch_up: dict[str, int] = field(default_factory=dict)
 
 
-def parse_ts(value: str) -> datetime:
-    """An RFC 3339 timestamp of the API (`2026-11-24T09:30:00.123Z`)."""
-    return datetime.fromisoformat(value)
-
-
 async def fill(api: Api, total: int, webhook_url: str | None) -> None:
     """`total` echo jobs in batches, each with `webhook_url` if given."""
     job = ECHO_JOB if webhook_url is None else {**ECHO_JOB, "webhookUrl": webhook_url}
@@ -125,16 +118,6 @@ async def deliveries(api: Api) -> dict[str, int]:
         document: dict[str, Any] = orjson.loads(await response.read())
     found: dict[str, int] = document["deliveries"]
     return found
-
-
-async def wait_until_drained(api: Api) -> float:
-    """Poll until no job is unfinished; returns `time.perf_counter()` then."""
-    deadline = time.perf_counter() + DRAIN_TIMEOUT_SECONDS
-    while await api.unfinished():
-        if time.perf_counter() > deadline:
-            raise TimeoutError(f"jobs were still unfinished after {DRAIN_TIMEOUT_SECONDS:g} s")
-        await asyncio.sleep(DRAIN_POLL_SECONDS)
-    return time.perf_counter()
 
 
 async def wait_until_delivered(api: Api, drained: float) -> tuple[float | None, dict[str, int]]:

@@ -160,3 +160,16 @@ class FaultyFS(FileSystem):
     def unlink(self, path: Path) -> None:
         self._check("unlink", path)
         super().unlink(path)
+
+
+class GatedFS(FileSystem):
+    """Holds every fsync until the test opens the gate (`gate.set()`), so a
+    test can look at a change that is in memory but not yet on disk."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def fsync(self, fd: int) -> None:
+        self.gate.wait(timeout=10)
+        super().fsync(fd)

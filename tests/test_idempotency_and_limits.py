@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 
-from fsio import FileSystem
 from tests.conftest import Harness
+from tests.faults import GatedFS
 
 
 async def test_same_key_same_body_replays_the_original_answer(jobq: Harness) -> None:
@@ -40,18 +39,6 @@ async def test_keys_are_per_tenant(jobq: Harness) -> None:
     a = await jobq.submit("acme", headers={"Idempotency-Key": "shared"})
     b = await jobq.submit("globex", headers={"Idempotency-Key": "shared"})
     assert a["jobId"] != b["jobId"]
-
-
-class GatedFS(FileSystem):
-    """Holds every journal fsync until the test opens the gate."""
-
-    def __init__(self) -> None:
-        self.gate = threading.Event()
-        self.gate.set()
-
-    def fsync(self, fd: int) -> None:
-        self.gate.wait(timeout=10)
-        super().fsync(fd)
 
 
 async def test_same_key_while_first_is_in_flight_is_409(make_harness) -> None:

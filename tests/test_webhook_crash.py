@@ -16,7 +16,7 @@ from aiohttp import web
 from standardwebhooks import Webhook
 
 from tenants import TenantsDoc
-from tests.receivers import Receiver, ServerFactory, answer, start_receiver
+from tests.receivers import Answer, Receiver, ServerFactory, answer, start_receiver
 from tests.server_process import Server
 
 pytestmark = pytest.mark.slow
@@ -31,6 +31,17 @@ async def until(predicate: Any, what: str, seconds: float = 15.0) -> Any:
             return value
         assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.05)
+
+
+def hang_once(arrived: asyncio.Event) -> Answer:
+    """An answer that never comes: the process is stopped while waiting for it."""
+
+    async def hang(request: web.Request) -> web.StreamResponse:
+        arrived.set()
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    return hang
 
 
 class Jobq:
@@ -102,13 +113,7 @@ async def test_a_crash_during_the_delivery_sends_it_again_with_the_same_id(
     tmp_path: Path, session: aiohttp.ClientSession, aiohttp_server: ServerFactory
 ) -> None:
     arrived = asyncio.Event()
-
-    async def hang_first(request: web.Request) -> web.StreamResponse:
-        arrived.set()
-        await asyncio.sleep(3600)  # the sender is killed while waiting for this answer
-        raise AssertionError("unreachable")
-
-    receiver = await start_receiver(aiohttp_server, hang_first, answer(200))
+    receiver = await start_receiver(aiohttp_server, hang_once(arrived), answer(200))
     jobq = Jobq(tmp_path, session)
     await jobq.server.start(session)
     try:
@@ -134,13 +139,7 @@ async def test_sigterm_with_a_webhook_in_flight_exits_within_the_grace_and_sends
     tmp_path: Path, session: aiohttp.ClientSession, aiohttp_server: ServerFactory
 ) -> None:
     arrived = asyncio.Event()
-
-    async def hang_first(request: web.Request) -> web.StreamResponse:
-        arrived.set()
-        await asyncio.sleep(3600)
-        raise AssertionError("unreachable")
-
-    receiver = await start_receiver(aiohttp_server, hang_first, answer(200))
+    receiver = await start_receiver(aiohttp_server, hang_once(arrived), answer(200))
     jobq = Jobq(tmp_path, session)  # JOBQ_SHUTDOWN_GRACE_SECONDS is 2 (tests.server_process)
     await jobq.server.start(session)
     try:

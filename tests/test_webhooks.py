@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import itertools
-import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,11 +20,10 @@ from standardwebhooks import Webhook
 import outbound
 from app import SENDER
 from clock import FakeClock
-from fsio import FileSystem
 from models import parse_ts
 from tenants import TenantsDoc
 from tests.conftest import Harness, HarnessFactory
-from tests.faults import JOURNAL, FaultyFS
+from tests.faults import JOURNAL, FaultyFS, GatedFS
 from tests.receivers import FakeResolver, Receiver, answer
 from webhooks import DeliverySender
 
@@ -366,18 +364,6 @@ async def test_an_attempt_that_cannot_be_written_is_sent_again_later(
     delivery = await the_delivery(jobq, job["jobId"])
     assert delivery["status"] == "delivered" and len(delivery["attempts"]) == 1
     assert [r[3]["webhook-id"] for r in receiver.requests] == [delivery["deliveryId"]] * 2
-
-
-class GatedFS(FileSystem):
-    """Holds every journal fsync until the test opens the gate."""
-
-    def __init__(self) -> None:
-        self.gate = threading.Event()
-        self.gate.set()
-
-    def fsync(self, fd: int) -> None:
-        self.gate.wait(timeout=10)
-        super().fsync(fd)
 
 
 async def test_nothing_is_sent_before_the_ending_is_durable(make_harness: HarnessFactory, receive: Any) -> None:
