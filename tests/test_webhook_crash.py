@@ -64,6 +64,12 @@ class Jobq:
         [delivery] = (await self.call("GET", f"/jobs/{job_id}/deliveries"))["deliveries"]
         return delivery  # type: ignore[no-any-return]
 
+    async def until_delivered(self, job_id: str) -> None:
+        async def delivered() -> bool:
+            return bool((await self.delivery(job_id))["status"] == "delivered")
+
+        await until(delivered, f"the delivery of job {job_id}")
+
     async def ended_job_with_webhook(self, receiver: Receiver) -> str:
         job = await self.call("POST", "/jobs", json={"type": "echo", "payload": {"n": 1}, "webhookUrl": receiver.url()})
         job_id: str = job["jobId"]
@@ -94,11 +100,7 @@ async def test_a_crash_before_the_delivery_delivers_it_once_after_restart(
 
         del jobq.server.extra_env["JOBQ_WEBHOOK_CONCURRENCY"]
         await jobq.server.start(session)
-
-        async def delivered() -> bool:
-            return bool((await jobq.delivery(job_id))["status"] == "delivered")
-
-        await until(delivered, "the delivery after the restart")
+        await jobq.until_delivered(job_id)
         await asyncio.sleep(0.3)  # room for a duplicate to show up, if there were one
         [(method, _path, body, headers)] = receiver.requests
         assert method == "POST" and headers["webhook-id"] == before["deliveryId"]
@@ -123,11 +125,7 @@ async def test_a_crash_during_the_delivery_sends_it_again_with_the_same_id(
         jobq.server.kill()
 
         await jobq.server.start(session)
-
-        async def delivered() -> bool:
-            return bool((await jobq.delivery(job_id))["status"] == "delivered")
-
-        await until(delivered, "the delivery after the restart")
+        await jobq.until_delivered(job_id)
         ids = [headers["webhook-id"] for _, _, _, headers in receiver.requests]
         assert len(ids) == 2 and len(set(ids)) == 1
         assert ids[0] == (await jobq.delivery(job_id))["deliveryId"]
@@ -150,11 +148,7 @@ async def test_sigterm_with_a_webhook_in_flight_exits_within_the_grace_and_sends
         assert asyncio.get_running_loop().time() - started < 10  # the grace (2 s), not the webhook's 15 s
 
         await jobq.server.start(session)
-
-        async def delivered() -> bool:
-            return bool((await jobq.delivery(job_id))["status"] == "delivered")
-
-        await until(delivered, "the delivery after the restart")
+        await jobq.until_delivered(job_id)
         assert len({headers["webhook-id"] for _, _, _, headers in receiver.requests}) == 1
     finally:
         jobq.server.stop()
