@@ -105,7 +105,7 @@ class JobIndex:
         self.delivery_counts: dict[str, Counter[str]] = {}
         self.failed_deliveries: dict[str, None] = {}  # ids of tenants' deliveries that failed for good
         # Deliveries changed by a commit not yet durable, and by how many such commits.
-        self.unwritten_deliveries: Counter[str] = Counter()
+        self.unwritten_deliveries: dict[str, int] = {}
         self.alerts: dict[str, Alert] = {}
         self.idem_of_job: dict[str, tuple[str, str]] = {}
         self._seq = itertools.count()

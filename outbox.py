@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from models import Job, Status, format_ts, new_id, parse_ts
+from models import Job, Status, format_ts, new_hex_id, parse_ts
 
 MAX_ATTEMPTS_KEPT = 50
 EVENTS = {Status.SUCCEEDED: "job.succeeded", Status.FATAL: "job.fatal", Status.CANCELLED: "job.cancelled"}
@@ -100,7 +100,7 @@ class Delivery:
 def new_delivery(job_id: str | None, tenant_id: str, event: str, url: str, data: Any, now: datetime) -> Delivery:
     """A pending delivery of `{type: event, timestamp, data}`, due now, with a fresh `msg_` id."""
     return Delivery(
-        delivery_id="msg_" + new_id().replace("-", ""),
+        delivery_id="msg_" + new_hex_id(),
         job_id=job_id,
         tenant_id=tenant_id,
         event=event,

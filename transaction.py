@@ -70,7 +70,8 @@ class Transaction:
         old = self.index.put_delivery(delivery)
         self._undo.append(lambda: self._restore_delivery(delivery, old))
         self._changes[delivery.storage_key] = delivery.to_record()
-        self.index.unwritten_deliveries[delivery.delivery_id] += 1
+        unwritten = self.index.unwritten_deliveries
+        unwritten[delivery.delivery_id] = unwritten.get(delivery.delivery_id, 0) + 1
         self._deliveries[delivery.delivery_id] = delivery
 
     def remove_delivery(self, delivery_id: str) -> None:
@@ -122,9 +123,9 @@ class Transaction:
         """The write is done (durable, or failed and undone)."""
         unwritten = self.index.unwritten_deliveries
         for delivery_id in self._deliveries:
-            unwritten[delivery_id] -= 1
-            if unwritten[delivery_id] <= 0:
-                del unwritten[delivery_id]
+            left = unwritten.pop(delivery_id) - 1
+            if left > 0:
+                unwritten[delivery_id] = left
 
     def commit_nowait(self, commit_fn: CommitFn, listeners: Listeners) -> asyncio.Future[list[Job]]:
         """Queue the records now (so journal order is the order of changes) and
