@@ -313,7 +313,7 @@ SPEC: dict[str, Any] = {
         "/ws": {
             "get": {
                 "summary": (
-                    "WebSocket of live events (SPEC §5): a snapshot, then job and metrics messages. "
+                    "WebSocket of live events (SPEC §5): a snapshot, then job, delivery and metrics messages. "
                     "A foreign Origin, or no Origin with the session cookie alone, is 403 before the upgrade."
                 ),
                 "parameters": [
