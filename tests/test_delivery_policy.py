@@ -97,3 +97,16 @@ def test_bad_webhook_settings_are_refused_by_name(env: dict[str, str], named: st
     with pytest.raises(ConfigError, match=named) as refused:
         Settings.from_env(env)
     assert "abcdefghijkl" not in str(refused.value) and "not-a-whsec" not in str(refused.value)
+
+
+def test_the_sender_takes_lanes_in_turn() -> None:
+    from datetime import UTC, datetime
+
+    from outbox import new_delivery
+    from webhooks import _round_robin
+
+    now = datetime(2026, 11, 24, tzinfo=UTC)
+    due = [new_delivery("j", tenant, "job.succeeded", "https://h/", {}, now) for tenant in "aaaabbc"]
+    due.append(new_delivery(None, "a", "alert.raised", "https://ops/", {}, now))  # the operator's lane
+    lanes = ["operator" if d.lane is None else d.lane for d in _round_robin(due)]
+    assert lanes == ["a", "b", "c", "operator", "a", "b", "a", "a"]
