@@ -136,7 +136,11 @@ class Transaction:
         if self.empty:
             result.set_result([])
             return result
-        written = commit_fn(self._changes, self.rollback)
+        try:
+            written = commit_fn(self._changes, self.rollback)
+        except BaseException:
+            self._ended()
+            raise
         changed = list(self._jobs.values())
 
         def on_written(future: asyncio.Future[None]) -> None:
