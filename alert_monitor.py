@@ -25,7 +25,7 @@ from alerts import DELIVERY_FAILED, LEASE_EXPIRED, Alert, Condition, dlq_conditi
 from clock import Clock
 from errors import StoreUnavailable
 from models import LEASE_EXPIRED_ERROR, AttemptStatus, Job, Status
-from outbox import Delivery, new_delivery
+from outbox import FAILED, Delivery, new_delivery
 from store_protocol import Store
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class AlertMonitor:
                 self._dlq_since.pop(tenant, None)
             else:
                 seen.update(self._dlq_condition(tenant, fatal, now, known))
-            if self.store.delivery_counts(tenant)["failed"]:
+            if self.store.delivery_counts(tenant)[FAILED]:
                 seen.update(self._deliveries_condition(tenant, known))
         for alert in known.values():
             if alert.kind == LEASE_EXPIRED and alert.active and alert.subject is not None:

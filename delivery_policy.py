@@ -21,8 +21,7 @@ import random
 from dataclasses import dataclass, field
 
 from config import DEFAULT_WEBHOOK_RETRY_SCHEDULE
-
-DELIVERED, STOPPED, FAILED, PENDING = "delivered", "stopped", "failed", "pending"
+from outbox import DELIVERED, FAILED, PENDING, STOPPED
 
 
 @dataclass(frozen=True, slots=True)

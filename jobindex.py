@@ -22,7 +22,7 @@ from sortedcontainers import SortedList
 
 from alerts import Alert
 from models import CLAIMABLE, Job, Status
-from outbox import Delivery
+from outbox import FAILED, PENDING, Delivery
 from rules import claim_key
 
 
@@ -191,7 +191,7 @@ class JobIndex:
         elif delivery.job_id is not None:
             self.deliveries_of_job.setdefault(delivery.job_id, []).append(delivery.delivery_id)
         self.deliveries[delivery.delivery_id] = delivery
-        if delivery.status == "pending":
+        if delivery.status == PENDING:
             lane = self.pending_deliveries.get(delivery.lane)
             if lane is None:
                 lane = self.pending_deliveries[delivery.lane] = SortedList()
@@ -201,7 +201,7 @@ class JobIndex:
             if counts is None:
                 counts = self.delivery_counts[delivery.tenant_id] = Counter()
             counts[delivery.status] += 1
-            if delivery.status == "failed":
+            if delivery.status == FAILED:
                 self.failed_deliveries[delivery.delivery_id] = None
         return old
 
@@ -209,15 +209,16 @@ class JobIndex:
         old = self.deliveries.pop(delivery_id, None)
         if old is not None:
             self._unindex_delivery(old)
-            ids = self.deliveries_of_job.get(old.job_id or "", [])
-            if delivery_id in ids:
-                ids.remove(delivery_id)
-            if not ids:
-                self.deliveries_of_job.pop(old.job_id or "", None)
+            if old.job_id is not None:
+                ids = self.deliveries_of_job.get(old.job_id, [])
+                if delivery_id in ids:
+                    ids.remove(delivery_id)
+                if not ids:
+                    self.deliveries_of_job.pop(old.job_id, None)
         return old
 
     def _unindex_delivery(self, old: Delivery) -> None:
-        if old.status == "pending":
+        if old.status == PENDING:
             self.pending_deliveries[old.lane].remove((old.next_attempt_at, old.delivery_id))
         if not old.for_operator:
             self.delivery_counts[old.tenant_id][old.status] -= 1

@@ -20,6 +20,9 @@ from typing import Any
 from models import Job, Status, format_ts, new_hex_id, parse_ts
 
 MAX_ATTEMPTS_KEPT = 50
+# A delivery's status (see the module docstring).
+PENDING, DELIVERED, FAILED, STOPPED = "pending", "delivered", "failed", "stopped"
+DELIVERY_STATUSES = (PENDING, DELIVERED, FAILED, STOPPED)
 EVENTS = {Status.SUCCEEDED: "job.succeeded", Status.FATAL: "job.fatal", Status.CANCELLED: "job.cancelled"}
 
 
@@ -36,7 +39,7 @@ class Delivery:
     body: dict[str, Any]
     created_at: datetime
     next_attempt_at: datetime
-    status: str = "pending"  # pending | delivered | failed | stopped
+    status: str = PENDING  # one of DELIVERY_STATUSES
     attempts: list[dict[str, Any]] = field(default_factory=list)
     redelivery: bool = False  # the pending attempt is a redelivery: one try, no schedule
 
@@ -137,6 +140,6 @@ def attempted(
 def redelivered(delivery: Delivery, now: datetime) -> Delivery:
     """Due now. An ended delivery gets one more attempt (`redelivery`); a
     pending one is only brought forward and keeps its schedule."""
-    if delivery.status == "pending":
+    if delivery.status == PENDING:
         return replace(delivery, next_attempt_at=now)
-    return replace(delivery, status="pending", next_attempt_at=now, redelivery=True)
+    return replace(delivery, status=PENDING, next_attempt_at=now, redelivery=True)

@@ -13,14 +13,12 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from alerts import Alert
-from delivery_policy import PENDING, Decision
+from delivery_policy import Decision
 from errors import Conflict
 from jobindex import JobIndex
 from models import Job, OperatorAction, to_ms
-from outbox import Delivery, attempted, redelivered
+from outbox import DELIVERY_STATUSES, PENDING, Delivery, attempted, redelivered
 from transaction import Transaction
-
-DELIVERY_STATUSES = ("pending", "delivered", "failed", "stopped")
 
 
 class OutboxOperations:
@@ -149,7 +147,7 @@ class OutboxOperations:
                 tx.remove_alert(alert.alert_id)
                 purged += 1
         for delivery in list(self.index.deliveries.values()):
-            if delivery.for_operator and delivery.status != "pending" and delivery.next_attempt_at < cutoff:
+            if delivery.for_operator and delivery.status != PENDING and delivery.next_attempt_at < cutoff:
                 tx.remove_delivery(delivery.delivery_id)
                 purged += 1
         return purged

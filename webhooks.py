@@ -35,11 +35,11 @@ import aiohttp
 import orjson
 
 from clock import Clock
-from delivery_policy import DELIVERED, Decision, RetrySchedule, decide
+from delivery_policy import Decision, RetrySchedule, decide
 from errors import StoreUnavailable
 from models import format_ts
 from outbound import MAX_BODY, AddressRefused, OutboundError, Response, guarded_session, retry_after_seconds, send
-from outbox import Delivery
+from outbox import DELIVERED, PENDING, Delivery
 from signing import WebhookSecretError, sign
 from store_protocol import Store
 
@@ -93,7 +93,7 @@ class DeliverySender:
     def _on_change(self, delivery: Delivery) -> None:
         # Only when it could start now: with its tenant's share busy (a hanging
         # receiver), waking the loop for each new delivery would be wasted work.
-        if delivery.status == "pending" and delivery.delivery_id not in self._sending and self._has_room(delivery.lane):
+        if delivery.status == PENDING and delivery.delivery_id not in self._sending and self._has_room(delivery.lane):
             self._wake.set()
 
     def wake(self) -> None:
@@ -111,7 +111,8 @@ class DeliverySender:
         for delivery_id, until in list(self._held.items()):
             if until <= mono:
                 del self._held[delivery_id]
-        due = self.store.due_deliveries(self.clock.now(), self._room, _Skip(self._sending, self._held))
+        busy = self._sending.keys() | self._held.keys()  # being sent, or held after a failed write
+        due = self.store.due_deliveries(self.clock.now(), self._room, busy)
         started = 0
         for delivery in _round_robin(due)[:free]:
             self._start(delivery)
@@ -278,18 +279,6 @@ class DeliverySender:
             attempt["statusCode"],
             decision.status,
         )
-
-
-class _Skip:
-    """The deliveries not to start now: being sent, or held after a failed write."""
-
-    __slots__ = ("_held", "_sending")
-
-    def __init__(self, sending: dict[str, Any], held: dict[str, float]) -> None:
-        self._sending, self._held = sending, held
-
-    def __contains__(self, delivery_id: object) -> bool:
-        return delivery_id in self._sending or delivery_id in self._held
 
 
 def _round_robin(due: list[Delivery]) -> list[Delivery]:

@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from delivery_policy import DELIVERED, FAILED, PENDING, STOPPED, RetrySchedule, decide
+from delivery_policy import RetrySchedule, decide
+from outbox import DELIVERED, FAILED, PENDING, STOPPED
 
 SCHEDULE = RetrySchedule((5.0, 30.0, 120.0), rng=random.Random(7))
 
