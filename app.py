@@ -33,6 +33,7 @@ from config import ConfigError, Settings
 from delivery_policy import RetrySchedule
 from errors import CorruptStore, StoreLocked
 from handlers import REGISTRY, Registry
+from health import Health
 from lifecycle import RetryPolicy
 from pages import setup_pages
 from problems import problem_middleware
@@ -69,7 +70,9 @@ def create_app(
     which raises `SessionSecretError` for an unusable `session.key`."""
     registry = registry or default_registry(allow_private_urls=settings.allow_private_urls)
     tenants = tenants or TenantRegistry(settings.tenants_file, clock.monotonic)
-    services = Services(settings=settings, store=store, clock=clock, registry=registry, tenants=tenants)
+    services = Services(
+        settings=settings, store=store, clock=clock, registry=registry, tenants=tenants, health=Health(clock.monotonic)
+    )
     failures = FailureWindow(settings.auth_failures_per_minute)
     session_codec = session_codec or SessionCodec.from_settings(settings, clock)
     app = web.Application(

@@ -99,6 +99,12 @@ class ShuttingDown(JobqError):
     status, type, title = 503, "shutting-down", "The service is shutting down"
 
 
+class NotReady(JobqError):
+    """A background task (worker, webhook sender, alert monitor) died or stalled."""
+
+    status, type, title = 503, "not-ready", "A background task is not running"
+
+
 class StaleAttempt(Exception):
     """A completion, heartbeat or progress report from an attempt whose lease was
     taken over (or whose job is no longer running). Logged and dropped."""

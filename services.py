@@ -9,6 +9,7 @@ from aiohttp import web
 from clock import Clock
 from config import Settings
 from handlers import Registry
+from health import Health
 from ratelimit import SubmitLimiter
 from store_protocol import Store
 from tenants import TenantRegistry
@@ -22,6 +23,7 @@ class Services:
     clock: Clock
     registry: Registry
     tenants: TenantRegistry
+    health: Health
     limiter: SubmitLimiter = field(default_factory=SubmitLimiter)
     shutting_down: bool = False
 

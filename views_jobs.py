@@ -17,6 +17,7 @@ from errors import (
     BadRequest,
     FieldError,
     NotFound,
+    NotReady,
     PayloadTooLarge,
     RateLimited,
     ShuttingDown,
@@ -229,4 +230,7 @@ async def readyz(request: web.Request) -> web.Response:
         raise ShuttingDown("jobq is shutting down", retry_after=5)
     if not await services.store.ready():
         raise StoreUnavailable("the data directory is not writable", retry_after=5)
+    problems = services.health.problems()
+    if problems:
+        raise NotReady("; ".join(problems), retry_after=5)
     return json_response({"status": "ready"})

@@ -47,6 +47,8 @@ async def metrics(request: web.Request) -> web.Response:
     document = hub.metrics(scope, int(hub.clock.monotonic()))
     del document["type"]
     document["dlq"] = document["counts"][Status.FATAL.value]
+    if scope is None:
+        document["refusals"] = dict(services_of(request).health.refusals)
     return json_response(document)
 
 
@@ -91,8 +93,19 @@ def _process_metrics(request: web.Request) -> Iterator[Metric]:
     """Service-wide figures, for admin scrapes only."""
     hub = request.app[HUB]
     yield GaugeMetricFamily("jobq_live_clients", "Connected live-update sockets", value=len(hub.clients))
-    for name, value in services_of(request).store.stats().items():
+    services = services_of(request)
+    for name, value in services.store.stats().items():
         yield CounterMetricFamily(f"jobq_store_{name}", f"Store counter {name}", value=value)
+    refusals = CounterMetricFamily("jobq_refusals", "Requests, connections and sockets refused", labels=["kind"])
+    for kind, count in sorted(services.health.refusals.items()):
+        refusals.add_metric([kind], count)
+    yield refusals
+    task_errors = CounterMetricFamily(
+        "jobq_background_errors", "Rounds of a background task that raised", labels=["task"]
+    )
+    for name, state in sorted(services.health.tasks.items()):
+        task_errors.add_metric([name], state.errors)
+    yield task_errors
 
 
 @routes.get("/metrics/prometheus")
