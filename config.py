@@ -147,6 +147,14 @@ class Settings:
     alert_url: str | None = None
     alert_secret: Secret | None = None
     dlq_alert_seconds: float = 300.0
+    # Live-update sockets (issue 8): open at once per tenant (its keys and
+    # sessions) and overall (admins included); bytes waiting for one socket
+    # (its queue and its transport's buffer) before its stream is dropped for
+    # a later snapshot; how long it may stay that far behind before it is closed.
+    ws_max_per_tenant: int = 50
+    ws_max_total: int = 1000
+    ws_max_pending_bytes: int = 1024 * 1024
+    ws_stuck_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -183,4 +191,8 @@ class Settings:
             alert_url=_alert_url(env),
             alert_secret=_alert_secret(env),
             dlq_alert_seconds=_float(env, "JOBQ_DLQ_ALERT_SECONDS", 300.0),
+            ws_max_per_tenant=_int(env, "JOBQ_WS_MAX_PER_TENANT", 50, minimum=1),
+            ws_max_total=_int(env, "JOBQ_WS_MAX_TOTAL", 1000, minimum=1),
+            ws_max_pending_bytes=_int(env, "JOBQ_WS_MAX_PENDING_BYTES", 1024 * 1024, minimum=16 * 1024),
+            ws_stuck_seconds=_float(env, "JOBQ_WS_STUCK_SECONDS", 30.0, minimum=1.0),
         )
