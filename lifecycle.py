@@ -8,7 +8,9 @@ the change that caused them, so they are atomic with it.
 
 from __future__ import annotations
 
+import math
 import random
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -30,6 +32,11 @@ from models import (
 from outbox import delivery_for
 from rules import backoff_seconds
 from transaction import Transaction
+
+MAX_OPERATOR_ACTIONS = 20  # newest kept on a job; older ones are only counted
+REDELIVER_INTERVAL_SECONDS = 60  # one redeliver of a job's webhook a minute
+RECOVERED_ERROR = "interrupted: jobq stopped while this attempt ran"
+RECOVERY_FAILED_ERROR = "parked: recovering this job at start failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,14 +162,36 @@ def settle(tx: Transaction, job: Job, outcome: Outcome, now: datetime, policy: R
 def cancel(tx: Transaction, job: Job, reason: str, now: datetime, actor: str | None = None) -> Job:
     """Cancel a non-terminal job (a running attempt is recorded as failed) and
     everything waiting on it."""
+    done = _cancel_one(tx, job, reason, now, actor)
+    ended(tx, done, now)
+    return done
+
+
+def _cancel_one(tx: Transaction, job: Job, reason: str, now: datetime, actor: str | None) -> Job:
     changes: dict[str, object] = {"finished_at": now, "lease_expires_at": None, "last_error": reason}
     if job.status is Status.RUNNING:
         changes["attempt_history"] = _end_attempt(job, AttemptStatus.FAILED, reason, now)
     if actor is not None:
-        changes["operator_actions"] = [*job.operator_actions, OperatorAction("cancel", actor, now)]
-    done = tx.put(move(job, Status.CANCELLED, now, **changes))
-    ended(tx, done, now)
-    return done
+        changes["operator_actions"] = with_action(job, OperatorAction("cancel", actor, now))
+    return tx.put(move(job, Status.CANCELLED, now, **changes))
+
+
+def park(tx: Transaction, job: Job, reason: str, now: datetime, *, cascade: bool = True) -> Job:
+    """A job jobq cannot handle the usual way, straight to `fatal` (the DLQ)
+    with `reason`; with `cascade`, what waits on it is cancelled as for any end."""
+    dead = move(
+        job,
+        Status.FATAL,
+        now,
+        last_error=reason,
+        finished_at=now,
+        lease_expires_at=None,
+        attempt_history=_end_attempt(job, AttemptStatus.FAILED, reason, now),
+    )
+    tx.put(dead)
+    if cascade:
+        ended(tx, dead, now)
+    return dead
 
 
 def retry_from_dlq(tx: Transaction, job: Job, actor: str, now: datetime) -> Job:
@@ -177,31 +206,56 @@ def retry_from_dlq(tx: Transaction, job: Job, actor: str, now: datetime) -> Job:
             result=None,
             uncounted_attempts=job.attempts,
             snoozes=0,
-            operator_actions=[*job.operator_actions, OperatorAction("retry", actor, now)],
+            operator_actions=with_action(job, OperatorAction("retry", actor, now)),
         )
     )
+
+
+def with_action(job: Job, action: OperatorAction) -> list[OperatorAction]:
+    """The job's operator actions with `action` added, the newest
+    `MAX_OPERATOR_ACTIONS` only: no job grows without bound."""
+    return [*job.operator_actions[-(MAX_OPERATOR_ACTIONS - 1) :], action]
+
+
+def redeliver_wait_seconds(job: Job, now: datetime) -> int:
+    """Whole seconds until the job's webhook may be redelivered again (0: now)."""
+    last = max((a.at for a in job.operator_actions if a.action == "redeliver"), default=None)
+    if last is None:
+        return 0
+    left = (last + timedelta(seconds=REDELIVER_INTERVAL_SECONDS) - now).total_seconds()
+    return max(0, math.ceil(left))
 
 
 def ended(tx: Transaction, job: Job, now: datetime) -> None:
     """`job` has just reached a terminal state: its webhook goes into the
     outbox, and the jobs waiting on it are promoted or cancelled, all in the
-    same transaction as the change itself."""
-    delivery = delivery_for(job, now)
-    if delivery is not None:
-        tx.put_delivery(delivery)
-    dependency_ended(tx, job, now)
+    same transaction as the change itself.
+
+    A cancel cascades: every job it cancels ends too. The cascade is a work
+    list, never recursion, so a chain 10,000 deep costs a loop, not a stack."""
+    ending: deque[Job] = deque([job])
+    while ending:
+        finished = ending.popleft()
+        delivery = delivery_for(finished, now)
+        if delivery is not None:
+            tx.put_delivery(delivery)
+        ending.extend(_dependency_ended(tx, finished, now))
 
 
-def dependency_ended(tx: Transaction, finished: Job, now: datetime) -> None:
-    """`finished` reached a terminal state: promote or cancel the jobs waiting on it."""
+def _dependency_ended(tx: Transaction, finished: Job, now: datetime) -> list[Job]:
+    """Promote or cancel the jobs waiting on `finished`; returns those cancelled
+    (they have ended in turn)."""
+    cancelled = []
     for waiting_id in sorted(tx.index.dependents.get(finished.job_id, ())):
         waiting = tx.latest(waiting_id)
         if waiting is None or waiting.status is not Status.WAITING:
             continue
         if finished.status is not Status.SUCCEEDED:
-            cancel(tx, waiting, f"dependency {finished.job_id} ended {finished.status.value}", now)
+            reason = f"dependency {finished.job_id} ended {finished.status.value}"
+            cancelled.append(_cancel_one(tx, waiting, reason, now, None))
         elif first_unfinished_dependency(waiting, tx.latest) is None:
             tx.put(move(waiting, Status.QUEUED, now, next_run_at=max(waiting.next_run_at, now)))
+    return cancelled
 
 
 def first_unfinished_dependency(job: Job, lookup: Callable[[str], Job | None]) -> str | None:

@@ -10,7 +10,6 @@ write leaves nothing behind: no phantom job, no remembered Idempotency-Key.
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
@@ -18,11 +17,29 @@ from pathlib import Path
 from typing import Any
 
 from alerts import Alert
-from errors import Conflict, CorruptStore, IdempotencyInFlight, IdempotencyMismatch, NotFound, QueueFull, StaleAttempt
+from errors import (
+    Conflict,
+    CorruptStore,
+    IdempotencyInFlight,
+    IdempotencyMismatch,
+    NotFound,
+    QueueFull,
+    StaleAttempt,
+    StoreUnavailable,
+)
 from fsio import FileSystem
 from jobindex import IdemRecord, JobIndex
 from journal import DurableLog
-from lifecycle import RetryPolicy, cancel, retry_from_dlq, settle, start_attempt
+from lifecycle import (
+    RECOVERED_ERROR,
+    RECOVERY_FAILED_ERROR,
+    RetryPolicy,
+    cancel,
+    park,
+    retry_from_dlq,
+    settle,
+    start_attempt,
+)
 from lifecycle import first_unfinished_dependency as _first_unfinished
 from listing import decode_cursor, encode_cursor, matches
 from models import LEASE_EXPIRED_ERROR, Failed, Job, ListQuery, NewJob, Outcome, Status, format_ts, new_id, to_ms
@@ -31,7 +48,7 @@ from rules import waiting_reason
 from store_outbox import OutboxOperations
 from store_protocol import Claimed, DeliveryListener, IdemRequest, JobListener, Listeners, SubmitResult, jobs_as_api
 from submission import build_jobs
-from transaction import Transaction
+from transaction import Transaction, atomic
 
 logger = logging.getLogger(__name__)
 
@@ -91,13 +108,32 @@ class JsonStore(OutboxOperations):
         await self._recover_running(to_ms(now))
 
     async def _recover_running(self, now: datetime) -> None:
-        tx = Transaction(self.index)
-        for job in self.index.running_jobs():
+        """Each job left `running` is settled as a failed attempt, in its own
+        transaction, so one job whose recovery raises cannot stop the start:
+        that one is parked in the DLQ with the reason, and named in the log."""
+        for job in list(self.index.running_jobs()):
             logger.warning("action=recover jobId=%s tenantId=%s attempt=%d", job.job_id, job.tenant_id, job.attempts)
-            settled = settle(tx, job, Failed("interrupted: jobq stopped while this attempt ran"), now, self.policy)
-            if settled.status is Status.RETRY:
-                tx.put(settled.evolve(next_run_at=now))
-        await self._commit(tx)
+            try:
+                with atomic(self.index) as tx:
+                    settled = settle(tx, job, Failed(RECOVERED_ERROR), now, self.policy)
+                    if settled.status is Status.RETRY:
+                        tx.put(settled.evolve(next_run_at=now))
+            except StoreUnavailable as exc:
+                cause = exc.__cause__
+                logger.error("action=recover_failed jobId=%s tenantId=%s error=%r", job.job_id, job.tenant_id, cause)
+                tx = self._park(job, f"{RECOVERY_FAILED_ERROR}: {cause!r}", now)
+            await self._commit(tx)
+
+    def _park(self, job: Job, reason: str, now: datetime) -> Transaction:
+        """`job` straight to `fatal` with `reason`, cancelling what waits on it;
+        without the cascade if even that raises."""
+        try:
+            with atomic(self.index) as tx:
+                park(tx, job, reason, now)
+        except StoreUnavailable:
+            with atomic(self.index) as tx:
+                park(tx, job, reason, now, cascade=False)
+        return tx
 
     async def ready(self) -> bool:
         # Probe even after a failed commit: readiness must come back with the
@@ -138,23 +174,23 @@ class JsonStore(OutboxOperations):
         new_jobs = build_jobs(
             tenant_id, jobs, now, self.index.jobs.get, new_id, idem.key if idem else None
         )
-        tx = Transaction(self.index)
-        for job in new_jobs:
-            tx.put(job)
-        bodies = jobs_as_api(self, new_jobs, now)
-        record = None
-        if idem is not None:
-            record = IdemRecord(
-                tenant_id,
-                idem.key,
-                idem.fingerprint,
-                idem.route,
-                201,
-                bodies,
-                [j.job_id for j in new_jobs],
-                format_ts(now) or "",
-            )
-            tx.put_idem(record)
+        with atomic(self.index) as tx:
+            for job in new_jobs:
+                tx.put(job)
+            bodies = jobs_as_api(self, new_jobs, now)
+            record = None
+            if idem is not None:
+                record = IdemRecord(
+                    tenant_id,
+                    idem.key,
+                    idem.fingerprint,
+                    idem.route,
+                    201,
+                    bodies,
+                    [j.job_id for j in new_jobs],
+                    format_ts(now) or "",
+                )
+                tx.put_idem(record)
         await self._commit(tx)
         if record is not None:
             record.committed = True
@@ -237,20 +273,20 @@ class JsonStore(OutboxOperations):
         if tenants:
             self._rr = (self._rr + 1) % len(tenants)
             tenants = tenants[self._rr :] + tenants[: self._rr]
-        tx = Transaction(self.index)  # with nothing claimed, its commit is already done
         claimed: list[Job] = []
-        while tenants and len(claimed) < limit:
-            before = len(claimed)
-            for tenant in tenants:
-                if len(claimed) >= limit:
+        with atomic(self.index) as tx:  # with nothing claimed, its commit is already done
+            while tenants and len(claimed) < limit:
+                before = len(claimed)
+                for tenant in tenants:
+                    if len(claimed) >= limit:
+                        break
+                    if self.index.running_count(tenant) >= self.max_running(tenant):
+                        continue
+                    job = self.index.pop_ready(tenant)
+                    if job is not None:
+                        claimed.append(start_attempt(tx, job, worker_id, now, lease_seconds))
+                if len(claimed) == before:
                     break
-                if self.index.running_count(tenant) >= self.max_running(tenant):
-                    continue
-                job = self.index.pop_ready(tenant)
-                if job is not None:
-                    claimed.append(start_attempt(tx, job, worker_id, now, lease_seconds))
-            if len(claimed) == before:
-                break
         return Claimed(claimed, tx.commit_nowait(self.log.commit, self._listeners))
 
     def _running_attempt(self, job_id: str, attempt: int) -> Job:
@@ -268,15 +304,15 @@ class JsonStore(OutboxOperations):
         self, job_id: str, attempt: int, fraction: float, message: str | None, now: datetime
     ) -> None:
         job = self._running_attempt(job_id, attempt)
-        tx = Transaction(self.index)
-        tx.put(job.evolve(progress=fraction, progress_message=message, updated_at=to_ms(now)))
+        with atomic(self.index) as tx:
+            tx.put(job.evolve(progress=fraction, progress_message=message, updated_at=to_ms(now)))
         await self._commit(tx)
 
     async def finish(self, job_id: str, attempt: int, outcome: Outcome, now: datetime) -> Job:
         """Settle a running attempt; raises `StaleAttempt` if it lost its lease."""
         job = self._running_attempt(job_id, attempt)
-        tx = Transaction(self.index)
-        settled = settle(tx, job, outcome, to_ms(now), self.policy)
+        with atomic(self.index) as tx:
+            settled = settle(tx, job, outcome, to_ms(now), self.policy)
         await self._commit(tx)
         logger.info(
             "action=finish jobId=%s tenantId=%s attempt=%d status=%s",
@@ -290,15 +326,15 @@ class JsonStore(OutboxOperations):
     async def maintain(self, now: datetime) -> None:
         """Cancel jobs that expired before starting; fail attempts whose lease ran out."""
         now = to_ms(now)
-        tx = Transaction(self.index)
-        for job in list(self.index.pop_expired(now)):
-            latest = tx.latest(job.job_id)
-            if latest is not None and not latest.terminal and latest.attempts == 0:
-                cancel(tx, latest, "expired", now)
-        for job in self.index.running_jobs():
-            if job.lease_expires_at is not None and job.lease_expires_at < now:
-                logger.warning("action=lease_expired jobId=%s attempt=%d", job.job_id, job.attempts)
-                settle(tx, job, Failed(LEASE_EXPIRED_ERROR), now, self.policy)
+        with atomic(self.index) as tx:
+            for job in list(self.index.pop_expired(now)):
+                latest = tx.latest(job.job_id)
+                if latest is not None and not latest.terminal and latest.attempts == 0:
+                    cancel(tx, latest, "expired", now)
+            for job in list(self.index.running_jobs()):
+                if job.lease_expires_at is not None and job.lease_expires_at < now:
+                    logger.warning("action=lease_expired jobId=%s attempt=%d", job.job_id, job.attempts)
+                    settle(tx, job, Failed(LEASE_EXPIRED_ERROR), now, self.policy)
         await self._commit(tx)
 
     async def purge(self, now: datetime, retention_seconds: float) -> int:
@@ -306,17 +342,16 @@ class JsonStore(OutboxOperations):
         with their attempts, deliveries and Idempotency-Keys, and alerts and
         alert notifications that ended before then. Returns how many jobs."""
         cutoff = to_ms(now) - timedelta(seconds=retention_seconds)
-        tx = Transaction(self.index)
         purged = 0
-        for job in list(self.index.jobs.values()):
-            if job.terminal and job.finished_at is not None and job.finished_at < cutoff:
-                self._purge(tx, job)
-                purged += 1
-        self._purge_outbox(tx, cutoff)
+        with atomic(self.index) as tx:
+            for job in list(self.index.jobs.values()):
+                if job.terminal and job.finished_at is not None and job.finished_at < cutoff:
+                    self._purge(tx, job)
+                    purged += 1
+            self._purge_outbox(tx, cutoff)
         await self._commit(tx)
         if purged:
             logger.info("action=purge jobs=%d", purged)
-        gc.freeze()  # what survived this long is long-lived: no more GC rescans of it
         return purged
 
     def _purge(self, tx: Transaction, job: Job) -> None:
@@ -335,8 +370,8 @@ class JsonStore(OutboxOperations):
         job = self._get_visible(job_id, tenant_id)
         if job.terminal:
             raise Conflict(f"job {job_id} is already {job.status.value}")
-        tx = Transaction(self.index)
-        done = cancel(tx, job, f"cancelled by {actor}", to_ms(now), actor=actor)
+        with atomic(self.index) as tx:
+            done = cancel(tx, job, f"cancelled by {actor}", to_ms(now), actor=actor)
         await self._commit(tx)
         logger.info("action=cancel jobId=%s tenantId=%s actor=%s", job_id, job.tenant_id, actor)
         return done
@@ -345,8 +380,8 @@ class JsonStore(OutboxOperations):
         job = self._get_visible(job_id, tenant_id)
         if job.status is not Status.FATAL:
             raise Conflict(f"only fatal jobs can be retried; job {job_id} is {job.status.value}")
-        tx = Transaction(self.index)
-        queued = retry_from_dlq(tx, job, actor, to_ms(now))
+        with atomic(self.index) as tx:
+            queued = retry_from_dlq(tx, job, actor, to_ms(now))
         await self._commit(tx)
         logger.info("action=retry jobId=%s tenantId=%s actor=%s", job_id, job.tenant_id, actor)
         return queued
@@ -363,17 +398,17 @@ class JsonStore(OutboxOperations):
             targets = [j for j in self.index.newest_first(query.tenant_id, query.statuses) if matches(j, query)]
         changed = 0
         for start in range(0, len(targets), BULK_CHUNK):
-            tx = Transaction(self.index)
-            for target in targets[start : start + BULK_CHUNK]:
-                job = tx.latest(target.job_id)
-                if job is None:
-                    continue
-                if action == "cancel" and not job.terminal:
-                    cancel(tx, job, f"cancelled by {actor}", now, actor=f"{actor} (bulk)")
-                    changed += 1
-                elif action == "retry" and job.status is Status.FATAL:
-                    retry_from_dlq(tx, job, f"{actor} (bulk)", now)
-                    changed += 1
+            with atomic(self.index) as tx:
+                for target in targets[start : start + BULK_CHUNK]:
+                    job = tx.latest(target.job_id)
+                    if job is None:
+                        continue
+                    if action == "cancel" and not job.terminal:
+                        cancel(tx, job, f"cancelled by {actor}", now, actor=f"{actor} (bulk)")
+                        changed += 1
+                    elif action == "retry" and job.status is Status.FATAL:
+                        retry_from_dlq(tx, job, f"{actor} (bulk)", now)
+                        changed += 1
             await self._commit(tx)
         logger.info("action=bulk_%s matched=%d changed=%d actor=%s", action, len(targets), changed, actor)
         return len(targets), changed

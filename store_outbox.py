@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING
 
 from alerts import Alert
 from delivery_policy import Decision
-from errors import Conflict
+from errors import Conflict, RateLimited
 from jobindex import JobIndex
+from lifecycle import REDELIVER_INTERVAL_SECONDS, redeliver_wait_seconds, with_action
 from models import Job, OperatorAction, to_ms
 from outbox import DELIVERY_STATUSES, PENDING, Delivery, attempted, redelivered
-from transaction import Transaction
+from transaction import Transaction, atomic
 
 
 class OutboxOperations:
@@ -100,9 +101,9 @@ class OutboxOperations:
         if decision.status == PENDING:
             assert decision.delay_seconds is not None
             next_at = now + timedelta(milliseconds=round(decision.delay_seconds * 1000))
-        tx = Transaction(self.index)
-        updated = attempted(delivery, attempt, decision.status, next_at)
-        tx.put_delivery(updated)
+        with atomic(self.index) as tx:
+            updated = attempted(delivery, attempt, decision.status, next_at)
+            tx.put_delivery(updated)
         await self._commit(tx)
         return updated
 
@@ -119,11 +120,17 @@ class OutboxOperations:
             raise Conflict(f"job {job_id} has no webhookUrl")
         if not job.terminal or not ids:
             raise Conflict(f"job {job_id} is {job.status.value}; only an ended job's webhook can be redelivered")
-        delivery = redelivered(self.index.deliveries[ids[-1]], now)
-        tx = Transaction(self.index)
-        tx.put_delivery(delivery)
-        actions = [*job.operator_actions, OperatorAction("redeliver", actor, now)]
-        tx.put(job.evolve(operator_actions=actions, updated_at=now))
+        wait = redeliver_wait_seconds(job, now)
+        if wait:
+            raise RateLimited(
+                f"job {job_id}'s webhook was redelivered less than {REDELIVER_INTERVAL_SECONDS} s ago",
+                retry_after=wait,
+            )
+        with atomic(self.index) as tx:
+            delivery = redelivered(self.index.deliveries[ids[-1]], now)
+            tx.put_delivery(delivery)
+            actions = with_action(job, OperatorAction("redeliver", actor, now))
+            tx.put(job.evolve(operator_actions=actions, updated_at=now))
         await self._commit(tx)
         return delivery
 
@@ -131,11 +138,11 @@ class OutboxOperations:
 
     async def save_alerts(self, alerts: list[Alert], notifications: list[Delivery]) -> None:
         """Raise or clear `alerts` and queue their `notifications`, in one commit."""
-        tx = Transaction(self.index)
-        for alert in alerts:
-            tx.put_alert(alert)
-        for delivery in notifications:
-            tx.put_delivery(delivery)
+        with atomic(self.index) as tx:
+            for alert in alerts:
+                tx.put_alert(alert)
+            for delivery in notifications:
+                tx.put_delivery(delivery)
         await self._commit(tx)
 
     def _purge_outbox(self, tx: Transaction, cutoff: datetime) -> int:

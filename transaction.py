@@ -11,11 +11,13 @@ jobs and deliveries only after they are durable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from alerts import Alert
+from errors import JobqError, StoreUnavailable
 from jobindex import IdemRecord, JobIndex, idem_storage_key
 from models import Job
 from outbox import Delivery
@@ -33,6 +35,7 @@ class Transaction:
         self._changes: dict[str, Any] = {}
         self._jobs: dict[str, Job] = {}
         self._deliveries: dict[str, Delivery] = {}
+        self._rolled_back = False
 
     def put(self, job: Job) -> Job:
         old = self.index.put(job)
@@ -115,7 +118,11 @@ class Transaction:
         return not self._changes
 
     def rollback(self) -> None:
-        """Restore every previous version, newest first (the write failed)."""
+        """Restore every previous version, newest first (the write failed, or
+        building the change raised). Only the first call does anything."""
+        if self._rolled_back:
+            return
+        self._rolled_back = True
         for undo in reversed(self._undo):
             undo()
 
@@ -138,9 +145,10 @@ class Transaction:
             return result
         try:
             written = commit_fn(self._changes, self.rollback)
-        except BaseException:
+        except BaseException as exc:
+            self.rollback()
             self._ended()
-            raise
+            raise _as_store_error(exc) from exc
         changed = list(self._jobs.values())
 
         def on_written(future: asyncio.Future[None]) -> None:
@@ -161,7 +169,13 @@ class Transaction:
         if self.empty:
             return []
         try:
-            await commit_fn(self._changes, self.rollback)
+            written = commit_fn(self._changes, self.rollback)
+        except BaseException as exc:
+            self.rollback()
+            self._ended()
+            raise _as_store_error(exc) from exc
+        try:
+            await written
         finally:
             self._ended()
         changed = list(self._jobs.values())
@@ -173,6 +187,31 @@ class Transaction:
             _tell(listeners.jobs, job, job.job_id)
         for delivery in self._deliveries.values():
             _tell(listeners.deliveries, delivery, delivery.delivery_id)
+
+
+@contextlib.contextmanager
+def atomic(index: JobIndex) -> Iterator[Transaction]:
+    """A transaction whose changes to memory are all undone if building them
+    raises, whatever the exception: nothing half-applied is ever visible. A
+    `JobqError` (a 404, a 409) passes through as it is; anything else is a
+    fault in jobq, logged with its traceback and raised as `StoreUnavailable`
+    (a 503 with Retry-After, never a bare 500)."""
+    tx = Transaction(index)
+    try:
+        yield tx
+    except BaseException as exc:
+        tx.rollback()
+        error = _as_store_error(exc)
+        if error is exc:
+            raise
+        logger.exception("action=change_failed changes=%d", len(tx._changes))
+        raise error from exc
+
+
+def _as_store_error(exc: BaseException) -> BaseException:
+    if isinstance(exc, JobqError) or not isinstance(exc, Exception):
+        return exc
+    return StoreUnavailable("jobq could not apply this change; nothing was changed", retry_after=5)
 
 
 def _tell(listeners: list[Callable[[Any], None]], item: object, item_id: str) -> None:

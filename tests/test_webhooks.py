@@ -306,6 +306,24 @@ async def test_redeliver_refusals(jobq: Harness, receive: Any) -> None:
     assert len(receiver.requests) == 1
 
 
+async def test_redeliver_of_one_job_is_limited_to_once_a_minute(jobq: Harness, receive: Any) -> None:
+    receiver = await receive(answer(200))
+    job = await finished_with_webhook(jobq, receiver)
+    url = f"/jobs/{job['jobId']}/deliveries/redeliver"
+    assert (await jobq.client.post(url, headers=jobq.headers())).status == 202
+
+    again = await jobq.client.post(url, headers=jobq.headers())
+    assert again.status == 429
+    assert again.headers["Retry-After"] == "60"
+    jobq.clock.advance(45)
+    again = await jobq.client.post(url, headers=jobq.headers())
+    assert (again.status, again.headers["Retry-After"]) == (429, "15")
+    jobq.clock.advance(15)
+    assert (await jobq.client.post(url, headers=jobq.headers())).status == 202
+    actions = (await jobq.get(job["jobId"]))["operatorActions"]
+    assert [a["action"] for a in actions] == ["redeliver", "redeliver"]
+
+
 # ---- never in a worker's way ------------------------------------------------------------
 
 
