@@ -274,15 +274,14 @@ def default_registry(*, allow_private_urls: bool = False) -> Registry:
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(
-        level=os.environ.get("JOBQ_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    import logsetup
+
     try:
         settings = Settings.from_env(os.environ)
     except ConfigError as exc:
         print(f"jobq: {exc}", file=sys.stderr)
         return 2
+    logsetup.configure(settings.log_level, settings.log_format)
     if argv:
         from cli import run_command
 

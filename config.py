@@ -51,6 +51,20 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...], upper: bool = False) -> str:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    value = raw.upper() if upper else raw.lower()
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {raw!r}")
+    return value
+
+
 @dataclass(frozen=True, slots=True, repr=False)
 class Secret:
     """A secret setting. `repr()` and `str()` are masked so it never reaches a
@@ -147,6 +161,9 @@ class Settings:
     alert_url: str | None = None
     alert_secret: Secret | None = None
     dlq_alert_seconds: float = 300.0
+    # Records at this level and above go to stderr, as text lines or JSON objects (logsetup.py).
+    log_level: str = "INFO"
+    log_format: str = "text"
     # Live-update sockets (issue 8): open at once per tenant (its keys and
     # sessions) and overall (admins included); bytes waiting for one socket
     # (its queue and its transport's buffer) before its stream is dropped for
@@ -191,6 +208,8 @@ class Settings:
             alert_url=_alert_url(env),
             alert_secret=_alert_secret(env),
             dlq_alert_seconds=_float(env, "JOBQ_DLQ_ALERT_SECONDS", 300.0),
+            log_level=_choice(env, "JOBQ_LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
+            log_format=_choice(env, "JOBQ_LOG_FORMAT", "text", LOG_FORMATS),
             ws_max_per_tenant=_int(env, "JOBQ_WS_MAX_PER_TENANT", 50, minimum=1),
             ws_max_total=_int(env, "JOBQ_WS_MAX_TOTAL", 1000, minimum=1),
             ws_max_pending_bytes=_int(env, "JOBQ_WS_MAX_PENDING_BYTES", 1024 * 1024, minimum=16 * 1024),
