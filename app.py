@@ -176,6 +176,7 @@ def make_json_store(settings: Settings, tenants: TenantRegistry) -> JsonStore:
         retry=retry_policy(settings),
         max_running=tenants.max_running,
         aging_seconds=settings.aging_seconds,
+        worker_slots=settings.worker_concurrency,
         compact_bytes=settings.journal_compact_bytes,
     )
 

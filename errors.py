@@ -84,6 +84,13 @@ class QueueFull(RateLimited):
     type, title = "queue-full", "Too many unfinished jobs for this tenant"
 
 
+class StorageQuotaExceeded(RateLimited):
+    """The tenant's retained jobs take `maxStoredBytes`; space comes back as
+    jobs end and are purged."""
+
+    type, title = "storage-quota-exceeded", "The tenant's stored jobs are at maxStoredBytes"
+
+
 class AuthThrottled(RateLimited):
     type, title = "auth-throttled", "Too many failed authentications from this address"
 

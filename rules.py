@@ -80,8 +80,12 @@ def waiting_reason(
     tenant_running: int,
     tenant_max_running: int,
     jobs_ahead: int,
+    slots_running: int = 0,
+    worker_slots: int = 0,
 ) -> str | None:
-    """Why a job that is not running is not running now (SPEC §2), or None."""
+    """Why a job that is not running is not running now (SPEC §2), or None.
+    `worker_slots` is the pool's size (0: unknown, or no worker here) and
+    `slots_running` how many of them hold a job now."""
     if job.status is Status.WAITING:
         if first_unfinished_dependency:
             return f"waiting on job {first_unfinished_dependency}"
@@ -93,6 +97,8 @@ def waiting_reason(
     if job.status in (Status.QUEUED, Status.RETRY):
         if tenant_running >= tenant_max_running:
             return f"tenant at maxRunning ({tenant_running}/{tenant_max_running})"
+        if worker_slots and slots_running >= worker_slots:
+            return f"all worker slots busy ({slots_running}/{worker_slots})"
         if jobs_ahead > 0:
             return f"{jobs_ahead} job{'s' if jobs_ahead != 1 else ''} ahead"
         return "next in line"

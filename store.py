@@ -23,8 +23,10 @@ from errors import (
     IdempotencyInFlight,
     IdempotencyMismatch,
     NotFound,
+    PayloadTooLarge,
     QueueFull,
     StaleAttempt,
+    StorageQuotaExceeded,
     StoreUnavailable,
 )
 from fsio import FileSystem
@@ -53,6 +55,7 @@ from transaction import Transaction, atomic
 logger = logging.getLogger(__name__)
 
 BULK_CHUNK = 1000
+STORAGE_RETRY_AFTER_SECONDS = 60
 
 
 class JsonStore(OutboxOperations):
@@ -66,6 +69,7 @@ class JsonStore(OutboxOperations):
         retry: RetryPolicy,
         max_running: Callable[[str], int],
         aging_seconds: float = 300.0,
+        worker_slots: int = 0,
         fs: FileSystem | None = None,
         compact_bytes: int = 64 << 20,
     ) -> None:
@@ -73,6 +77,7 @@ class JsonStore(OutboxOperations):
         self.index = JobIndex(aging_seconds)
         self.policy = retry
         self.max_running = max_running
+        self.worker_slots = worker_slots  # this process's pool, for waitingReason (0: none)
         self._listeners = Listeners()
         self._rr = 0
 
@@ -158,8 +163,19 @@ class JsonStore(OutboxOperations):
     # ---- submit and read -------------------------------------------------
 
     async def submit(
-        self, tenant_id: str, jobs: list[NewJob], idem: IdemRequest | None, now: datetime, *, max_queued: int
+        self,
+        tenant_id: str,
+        jobs: list[NewJob],
+        idem: IdemRequest | None,
+        now: datetime,
+        *,
+        max_queued: int,
+        max_stored_bytes: int | None = None,
     ) -> SubmitResult:
+        """Store new jobs, durable when this returns. Refuses with `QueueFull`
+        beyond `max_queued` unfinished jobs and with `StorageQuotaExceeded`
+        (or `PayloadTooLarge` for a request that could never fit) when the
+        tenant's retained jobs would take more than `max_stored_bytes`."""
         now = to_ms(now)
         if idem is not None:
             record = self.index.idem.get((tenant_id, idem.key))
@@ -174,6 +190,8 @@ class JsonStore(OutboxOperations):
         new_jobs = build_jobs(
             tenant_id, jobs, now, self.index.jobs.get, new_id, idem.key if idem else None
         )
+        if max_stored_bytes is not None:
+            self._check_stored_bytes(tenant_id, new_jobs, max_stored_bytes)
         with atomic(self.index) as tx:
             for job in new_jobs:
                 tx.put(job)
@@ -197,6 +215,20 @@ class JsonStore(OutboxOperations):
         for job in new_jobs:
             logger.info("action=submit jobId=%s tenantId=%s type=%s", job.job_id, tenant_id, job.type)
         return SubmitResult(201, bodies, replayed=False)
+
+    def _check_stored_bytes(self, tenant_id: str, new_jobs: list[Job], limit: int) -> None:
+        incoming = sum(job.stored_size for job in new_jobs)
+        if incoming > limit:
+            raise PayloadTooLarge(
+                f"these jobs take {incoming} bytes, more than the tenant's maxStoredBytes ({limit}) allows in all"
+            )
+        stored = self.index.stored_bytes(tenant_id)
+        if stored + incoming > limit:
+            raise StorageQuotaExceeded(
+                f"the tenant's retained jobs take {stored} bytes and these would add {incoming}, over its "
+                f"maxStoredBytes ({limit}); space comes back as jobs end and are purged after retention",
+                retry_after=STORAGE_RETRY_AFTER_SECONDS,
+            )
 
     def get(self, job_id: str, tenant_id: str | None) -> Job | None:
         """The job, or None when it does not exist or belongs to another tenant."""
@@ -245,6 +277,7 @@ class JsonStore(OutboxOperations):
     def waiting_reasons(self, jobs: Iterable[Job], now: datetime) -> list[str | None]:
         """`waitingReason` of each job (SPEC §2), computed, never stored."""
         self.index.promote_due(now)
+        slots_running = sum(len(jobs) for jobs in self.index.running.values())
         return [
             waiting_reason(
                 job,
@@ -253,6 +286,8 @@ class JsonStore(OutboxOperations):
                 tenant_running=self.index.running_count(job.tenant_id),
                 tenant_max_running=self.max_running(job.tenant_id),
                 jobs_ahead=self.index.jobs_ahead(job),
+                slots_running=slots_running,
+                worker_slots=self.worker_slots,
             )
             for job in jobs
         ]

@@ -58,7 +58,14 @@ class Store(Protocol):
     `StoreUnavailable` (and nothing changed) when it cannot be made durable."""
 
     async def submit(
-        self, tenant_id: str, jobs: list[NewJob], idem: IdemRequest | None, now: datetime, *, max_queued: int
+        self,
+        tenant_id: str,
+        jobs: list[NewJob],
+        idem: IdemRequest | None,
+        now: datetime,
+        *,
+        max_queued: int,
+        max_stored_bytes: int | None = None,
     ) -> SubmitResult: ...
     def get(self, job_id: str, tenant_id: str | None) -> Job | None: ...
     def list_jobs(self, query: ListQuery) -> tuple[list[Job], str | None]: ...

@@ -36,10 +36,11 @@ class TenantsFileError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    max_running: int = 5
+    max_running: int = 4  # the default pool has 5 slots: no tenant holds them all by default
     submit_per_minute: int = 600
     submit_burst: int = 60
     max_queued: int = 10000
+    max_stored_bytes: int = 256 << 20
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Limits:
@@ -55,6 +56,7 @@ class Limits:
             submit_per_minute=positive("submitPerMinute", defaults.submit_per_minute),
             submit_burst=positive("submitBurst", defaults.submit_burst),
             max_queued=positive("maxQueued", defaults.max_queued),
+            max_stored_bytes=positive("maxStoredBytes", defaults.max_stored_bytes),
         )
 
 

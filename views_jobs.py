@@ -87,7 +87,9 @@ async def _submit(request: web.Request, parse: Any) -> tuple[SubmitResult, dict[
             headers=headers,
         )
     try:
-        result = await services.store.submit(tenant_id, specs, idem, now, max_queued=limits.max_queued)
+        result = await services.store.submit(
+            tenant_id, specs, idem, now, max_queued=limits.max_queued, max_stored_bytes=limits.max_stored_bytes
+        )
     except Exception:
         bucket.give_back(len(specs))
         raise
