@@ -5,6 +5,7 @@ cookie reaches a log line, whoever logged it (our code or aiohttp's parser)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import socket
@@ -135,3 +136,94 @@ def test_a_bad_log_setting_refuses_to_start(tmp_path: Path, name: str, value: st
     done = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, timeout=30)
     assert done.returncode == 2, done.stderr
     assert done.stderr.decode().startswith(f"jobq: {name} "), done.stderr
+
+
+# ---- the formatters on their own ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "logged"),
+    [
+        ("plain text, café ✓ 日本語", "plain text, café ✓ 日本語"),
+        ("a\nb\rc\td", "a\\nb\\rc\\td"),
+        ("\x00\x1b[2J\x7f", "\\x00\\x1b[2J\\x7f"),
+        ("\x85\x9b", "\\x85\\x9b"),  # C1 controls: NEL, 8-bit CSI
+        ("\u202eevil\u2066\u200b", "\\u202eevil\\u2066\\u200b"),  # bidi override and isolate, zero-width space
+        ("\u2028\u2029\xa0", "\\u2028\\u2029\\xa0"),  # line and paragraph separators, no-break space
+        ("\ud800", "\\ud800"),  # a lone surrogate (header bytes decoded with surrogateescape)
+        ("\U000e0041", "\\U000e0041"),  # a tag character
+        ("a literal \\n", "a literal \\\\n"),  # so an escape in the log always means a real control
+    ],
+)
+def test_escape(raw: str, logged: str) -> None:
+    from logsetup import escape
+
+    assert escape(raw) == logged
+
+
+@pytest.mark.parametrize(
+    ("raw", "logged"),
+    [
+        (f"key {FAKE_KEY}.", "key jq_[REDACTED]."),
+        (f"X-API-Key: {FAKE_KEY[:24]}", "X-API-Key: jq_[REDACTED]"),  # a truncated copy
+        (f"token={FAKE_TOKEN}", "token=v1.[REDACTED]"),
+        (f"Cookie: jobq_session={FAKE_TOKEN[:30]}; other=1", "Cookie: jobq_session=[REDACTED]; other=1"),
+        ("secret whsec_" + "A+/b" * 10 + "A=", "secret whsec_[REDACTED]"),
+        ("jq_short v1.2.3 whsec_ jobq_session=", "jq_short v1.2.3 whsec_ jobq_session="),
+    ],
+)
+def test_redact(raw: str, logged: str) -> None:
+    from logsetup import redact
+
+    assert redact(raw) == logged
+
+
+def make_record(msg: str, *args: object, exc: BaseException | None = None, **extra: object) -> Any:
+    record = logging.LogRecord("jobq.handler.x", logging.WARNING, __file__, 1, msg, args, None)
+    if exc is not None:
+        record.exc_info = (type(exc), exc, exc.__traceback__)
+    record.__dict__.update(extra)
+    return record
+
+
+def raised(message: str) -> BaseException:
+    try:
+        try:
+            raise KeyError(message)
+        except KeyError as cause:
+            raise RuntimeError(message) from cause
+    except RuntimeError as exc:
+        return exc
+
+
+def test_text_traceback_lines_are_marked_as_continuations() -> None:
+    from logsetup import TextFormatter
+
+    record = make_record("failed: %s", EVIL, exc=raised(EVIL), jobId="j-1", attempt=2)
+    first, *rest = TextFormatter().format(record).split("\n")
+    assert first.endswith(" jobId=j-1 attempt=2") and "\\n" + FORGED in first
+    assert len(rest) > 6 and all(line.startswith("  | ") for line in rest)
+    assert any(line == "  | " + FORGED + "\\r\\x1b[2J\\u202etxt.exe\\x9b31m\\u2028 key=jq_[REDACTED] "
+               "cookie=jobq_session=[REDACTED]" for line in rest)  # RuntimeError's message, its second line
+    assert "The above exception was the direct cause" in "\n".join(rest)
+
+
+def test_text_extras_are_quoted_when_they_would_read_as_more_pairs() -> None:
+    from logsetup import TextFormatter
+
+    record = make_record("x", jobId="a b", tenantId='q"=1', attempt=3, type="")
+    assert TextFormatter().format(record).endswith(' jobId="a b" tenantId="q\\"=1" attempt=3 type=""')
+
+
+def test_json_keeps_exact_text_as_printable_ascii_escapes() -> None:
+    from logsetup import JsonFormatter
+
+    text = "a\nb\x1b\x85\u202e\U000e0041\ud800 é " + FAKE_KEY
+    line = JsonFormatter().format(make_record("%s", text, exc=raised("boom\x1b"), jobId=text, attempt=2))
+    assert "\n" not in line and line.isprintable() and "\u202e" not in line and "\x85" not in line
+    doc = orjson.loads(line)
+    expected = text.replace("\ud800", "\\ud800").replace(FAKE_KEY, "jq_[REDACTED]")
+    assert doc["msg"] == doc["jobId"] == expected
+    assert doc["attempt"] == 2 and doc["level"] == "WARNING" and doc["logger"] == "jobq.handler.x"
+    assert doc["exc"].startswith("Traceback") and doc["exc"].endswith("RuntimeError: boom\x1b")
+    assert RFC3339_UTC.match(doc["ts"])
