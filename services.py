@@ -25,6 +25,7 @@ class Services:
     tenants: TenantRegistry
     health: Health
     limiter: SubmitLimiter = field(default_factory=SubmitLimiter)
+    redeliveries: SubmitLimiter = field(default_factory=SubmitLimiter)
     shutting_down: bool = False
 
     @property

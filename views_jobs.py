@@ -33,6 +33,9 @@ from validation import parse_batch, parse_filter, parse_list_query, parse_submit
 
 routes = web.RouteTableDef()
 
+REDELIVERIES_PER_MINUTE = 60  # per tenant (admins share one bucket); each job at most once a minute too
+REDELIVERY_BURST = 20
+
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)
@@ -166,7 +169,19 @@ async def redeliver(request: web.Request) -> web.Response:
     services = services_of(request)
     principal = require_writer(request)
     job_id = request.match_info["job_id"]
-    delivery = await services.store.redeliver(job_id, principal.tenant_id, principal.actor, services.clock.now())
+    bucket = services.redeliveries.bucket(
+        principal.tenant_id or "", REDELIVERIES_PER_MINUTE, REDELIVERY_BURST, services.clock.monotonic()
+    )
+    if not bucket.take(services.clock.monotonic()):
+        services.health.refuse("redeliver_rate")
+        raise RateLimited(
+            f"at most {REDELIVERIES_PER_MINUTE} redeliveries a minute per tenant", retry_after=bucket.seconds_until()
+        )
+    try:
+        delivery = await services.store.redeliver(job_id, principal.tenant_id, principal.actor, services.clock.now())
+    except Exception:
+        bucket.give_back()
+        raise
     return json_response(delivery.to_api(), status=202)
 
 

@@ -25,6 +25,7 @@ from tenants import TenantsDoc
 from tests.conftest import Harness, HarnessFactory
 from tests.faults import JOURNAL, FaultyFS, GatedFS
 from tests.receivers import FakeResolver, Receiver, answer
+from views_jobs import REDELIVERY_BURST
 from webhooks import DeliverySender
 
 SCHEDULE = (5.0, 30.0, 120.0)
@@ -322,6 +323,22 @@ async def test_redeliver_of_one_job_is_limited_to_once_a_minute(jobq: Harness, r
     assert (await jobq.client.post(url, headers=jobq.headers())).status == 202
     actions = (await jobq.get(job["jobId"]))["operatorActions"]
     assert [a["action"] for a in actions] == ["redeliver", "redeliver"]
+
+
+async def test_redeliveries_of_a_tenant_are_rate_limited(jobq: Harness, receive: Any) -> None:
+    receiver = await receive(answer(200))
+    jobs = [await jobq.submit(webhookUrl=receiver.url()) for _ in range(REDELIVERY_BURST + 1)]
+    await jobq.drain()
+    statuses = []
+    for job in jobs:
+        response = await jobq.client.post(f"/jobs/{job['jobId']}/deliveries/redeliver", headers=jobq.headers())
+        statuses.append(response.status)
+    assert statuses == [202] * REDELIVERY_BURST + [429]
+    assert response.headers["Retry-After"] == "1"
+    other = await jobq.submit("globex", webhookUrl=receiver.url())
+    await jobq.drain()
+    response = await jobq.client.post(f"/jobs/{other['jobId']}/deliveries/redeliver", headers=jobq.headers("globex"))
+    assert response.status == 202  # another tenant's bucket is its own
 
 
 # ---- never in a worker's way ------------------------------------------------------------
