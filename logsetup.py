@@ -27,6 +27,7 @@ import logging
 import re
 import sys
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import TextIO
 
 import orjson
@@ -158,7 +159,18 @@ class JsonFormatter(logging.Formatter):
 
 def configure(level: str, log_format: str, stream: TextIO | None = None) -> None:
     """Send every logger's records to `stream` (stderr) at `level` and above,
-    in `log_format` ("text" or "json", as checked by `config.Settings`)."""
+    in `log_format` ("text" or "json", as checked by `config.Settings`).
+    Warnings and an exception that ends the process are logged too, so they
+    pass through the same formatter instead of reaching stderr raw."""
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+
+
+def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, exc, tb)
+        return
+    logging.getLogger("jobq").critical("action=crashed", exc_info=(kind, exc, tb))

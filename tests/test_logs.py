@@ -227,3 +227,27 @@ def test_json_keeps_exact_text_as_printable_ascii_escapes() -> None:
     assert doc["attempt"] == 2 and doc["level"] == "WARNING" and doc["logger"] == "jobq.handler.x"
     assert doc["exc"].startswith("Traceback") and doc["exc"].endswith("RuntimeError: boom\x1b")
     assert RFC3339_UTC.match(doc["ts"])
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_warnings_and_a_crash_go_through_the_formatter(log_format: str) -> None:
+    script = (
+        "import logsetup, warnings\n"
+        f"logsetup.configure('INFO', {log_format!r})\n"
+        f"warnings.warn({EVIL!r})\n"
+        f"raise RuntimeError({EVIL!r})\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, timeout=30)
+    assert done.returncode == 1
+    err = done.stderr.decode()
+    assert_no_secret(err)
+    for char in RAW_CONTROLS:
+        assert char not in err
+    if log_format == "json":
+        warned, crashed = (orjson.loads(line) for line in err.splitlines())
+        assert warned["logger"] == "py.warnings" and FORGED in warned["msg"]
+        assert crashed["level"] == "CRITICAL" and crashed["msg"] == "action=crashed"
+        assert crashed["exc"].startswith("Traceback") and FORGED in crashed["exc"]
+    else:
+        assert not any(line.startswith(FORGED) for line in err.splitlines())
+        assert " CRITICAL jobq action=crashed\n  | Traceback" in err
