@@ -143,7 +143,7 @@ class JsonFormatter(logging.Formatter):
             value = record.__dict__.get(key)
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, int | float):
+            if not isinstance(value, bool | int | float):
                 value = _utf8(redact(str(value)))
             doc[key] = value
         trace = _exception_text(self, record)
