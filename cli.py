@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import stat
 import sys
 from collections import Counter
 
@@ -10,6 +11,7 @@ from clock import SystemClock
 from config import Settings
 from errors import CorruptStore
 from journal import DurableLog
+from storefiles import is_own_file
 from tenants import TenantsDoc, TenantsFileError, new_webhook_secret
 
 
@@ -91,10 +93,17 @@ def doctor(settings: Settings) -> int:
         print(f"info {settings.data_dir} is in use by a running jobq")
     try:
         records, generation, journals = log.read_all()
-        statuses = Counter(v.get("status") for k, v in records.items() if k.startswith("job:"))
+        statuses = Counter(v.get("status") for k, v in records.items() if k.startswith("job:") and isinstance(v, dict))
         summary = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) or "no jobs"
-        print(f"ok   {log.snapshot_path}: generation {generation}, {len(journals)} journal files; {summary}")
+        if generation is None:
+            print(f"ok   {log.snapshot_path} does not exist yet (a first start creates it)")
+        else:
+            print(f"ok   {log.snapshot_path}: generation {generation}, {len(journals)} journal files; {summary}")
     except CorruptStore as exc:
         print(f"FAIL {exc}")
         problems += 1
+    for path in [settings.data_dir, *sorted(settings.data_dir.iterdir())]:
+        mode = path.lstat().st_mode
+        if (path == settings.data_dir or is_own_file(path.name)) and mode & 0o077 and not stat.S_ISLNK(mode):
+            print(f"warn {path} has mode {stat.S_IMODE(mode):04o}; the next start makes it owner-only")
     return 1 if problems else 0

@@ -8,19 +8,28 @@ chosen step. Production uses `FileSystem` itself: thin calls into `os`.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
+logger = logging.getLogger(__name__)
+
 _tmp_counter = itertools.count()
+
+# Everything jobq writes is its owner's only: job payloads, results, key
+# hashes and secrets are nobody else's business on a shared machine.
+PRIVATE_FILE = 0o600
+PRIVATE_DIR = 0o700
 
 
 class FileSystem:
     def open_append(self, path: Path) -> int:
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE)
 
     def open_new(self, path: Path) -> int:
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
 
     def write(self, fd: int, data: bytes) -> None:
         view = memoryview(data)
@@ -52,6 +61,17 @@ class FileSystem:
 
     def read_bytes(self, path: Path) -> bytes:
         return path.read_bytes()
+
+
+def tighten(path: Path) -> None:
+    """Take every group and other permission off the directory or regular
+    file `path` (0755 becomes 0700, 0644 0600), with a warning; symlinks and
+    other kinds of file are left alone."""
+    info = os.lstat(path)
+    if not info.st_mode & 0o077 or not (stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)):
+        return
+    os.chmod(path, stat.S_IMODE(info.st_mode) & 0o700)
+    logger.warning("action=tightened_mode path=%s mode=%04o", path, stat.S_IMODE(info.st_mode))
 
 
 def temp_path_for(path: Path) -> Path:

@@ -27,14 +27,17 @@ from pathlib import Path
 from typing import Any
 
 from errors import StoreLocked, StoreUnavailable
-from fsio import FileSystem, atomic_write, is_temp_file
+from fsio import PRIVATE_DIR, PRIVATE_FILE, FileSystem, atomic_write, is_temp_file, tighten
 from storefiles import (
-    JOURNAL_PREFIX,
-    LOCK_NAME,
+    PID_NAME,
     SNAPSHOT_NAME,
+    check_folded,
+    check_generations,
     encode_entry,
     encode_line,
+    is_own_file,
     journal_generations,
+    journal_name,
     read_snapshot,
     replay,
     snapshot_chunks,
@@ -84,7 +87,7 @@ class DurableLog:
         return self.directory / SNAPSHOT_NAME
 
     def _journal_path(self, generation: int) -> Path:
-        return self.directory / f"{JOURNAL_PREFIX}{generation:08d}"
+        return self.directory / journal_name(generation)
 
     # ---- start-up -------------------------------------------------------
 
@@ -92,39 +95,47 @@ class DurableLog:
         """Lock the directory, read snapshot and journals, return every record.
 
         Raises `StoreLocked` if another process holds the directory and
-        `CorruptStore` if a file cannot be read, or from `check(records)`.
-        Writes nothing before all files have been read and checked; then folds
-        the journals into a fresh snapshot."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        `CorruptStore` if a file cannot be read, the files do not add up
+        (`storefiles.check_generations`), or from `check(records)`. Until all
+        of that has passed nothing in the directory is touched; then modes are
+        tightened to owner-only and the journals folded into a fresh snapshot."""
+        self.directory.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
         self._lock()
-        self._remove_temp_files()
         records, snapshot_generation, journals = self.read_all()
         if check is not None:
             check(records)
+        self._tighten_modes()
+        self._write_pid()
+        self._remove_temp_files()
         self._committed = {k: encode_entry(k, v) for k, v in records.items()}
-        self._generation = max([snapshot_generation, *journals]) + 1
+        self._generation = max([snapshot_generation or 0, *journals]) + 1
         atomic_write(self.fs, self.snapshot_path, snapshot_chunks(self._generation - 1, list(self._committed.values())))
         for generation in journals:
             self.fs.unlink(self._journal_path(generation))
         self._open_journal()
         return records
 
-    def read_all(self) -> tuple[dict[str, Any], int, list[int]]:
-        """Every record on disk, the snapshot's generation and the journal
-        generations found; reads only. Raises `CorruptStore`."""
+    def read_all(self) -> tuple[dict[str, Any], int | None, list[int]]:
+        """Every record on disk, the snapshot's generation (None: no snapshot)
+        and the journal generations found; reads only. Journals a crash left
+        behind after they were folded are read and checked against the
+        snapshot too. Raises `CorruptStore`."""
         records, snapshot_generation = read_snapshot(self.fs, self.snapshot_path)
         journals = journal_generations(self.directory)
-        for generation in journals:
-            if generation > snapshot_generation:
-                replay(self.fs, self._journal_path(generation), records)
+        folded, live = check_generations(self.directory, snapshot_generation, journals)
+        if folded:
+            assert snapshot_generation is not None
+            check_folded(self.fs, self.directory, snapshot_generation, folded, records)
+        for generation in live:
+            replay(self.fs, self._journal_path(generation), records)
         return records, snapshot_generation, journals
 
     def held_by_other_process(self) -> bool:
         """Is the directory locked by a running jobq? (For `doctor`; takes no lock.)"""
-        path = self.directory / LOCK_NAME
-        if not path.exists():
+        try:
+            fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
             return False
-        fd = os.open(path, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -134,18 +145,36 @@ class DurableLog:
         return False
 
     def _lock(self) -> None:
-        fd = os.open(self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        """flock the directory itself: no file in it that someone could delete
+        (and so let a second process in) is part of the lock."""
+        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
             os.close(fd)
+            try:
+                holder = (self.directory / PID_NAME).read_text(errors="replace").strip()[:20]
+            except OSError:
+                holder = ""
             raise StoreLocked(
-                f"{self.directory} is in use by process {holder}; only one jobq process may use a data directory"
+                f"{self.directory} is in use by process {holder or '(unknown)'}; "
+                "only one jobq process may use a data directory"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd
+
+    def _write_pid(self) -> None:
+        """Who holds the directory, for a second process's message only."""
+        fd = os.open(self.directory / PID_NAME, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+        try:
+            os.write(fd, str(os.getpid()).encode())
+        finally:
+            os.close(fd)
+
+    def _tighten_modes(self) -> None:
+        tighten(self.directory)
+        for entry in os.scandir(self.directory):
+            if is_own_file(entry.name):
+                tighten(Path(entry.path))
 
     def _remove_temp_files(self) -> None:
         for entry in os.scandir(self.directory):
@@ -193,11 +222,12 @@ class DurableLog:
     def _written(self, written: asyncio.Future[None], batch: list[_Pending]) -> None:
         self._writing = None
         error = written.exception()
-        if isinstance(error, OSError):
+        if error is not None:
+            # An OSError is the disk's; anything else a bug in the writer. Either
+            # way the batch (and all queued behind it) is undone and refused:
+            # nobody may wait for ever, and the writer goes on with the next commit.
             self._fail([*batch, *self._pending], error)
             self._pending = []
-        elif error is not None:
-            raise error
         else:
             for pending in batch:
                 for key, entry, deleted in pending.entries:
@@ -224,7 +254,7 @@ class DurableLog:
         try:
             self.fs.write(self._journal_fd, data)
             self.fs.fsync(self._journal_fd)
-        except OSError:
+        except Exception:
             # Cut the failed bytes off now: a complete line of a refused commit
             # must not be replayed after a crash or a restart.
             try:
@@ -244,14 +274,22 @@ class DurableLog:
         self.fs.fsync(self._journal_fd)
         self._dirty = False
 
-    def _fail(self, failed: list[_Pending], exc: OSError) -> None:
+    def _fail(self, failed: list[_Pending], exc: BaseException) -> None:
         self.healthy = False
-        logger.error("action=commit_failed changes=%d error=%s", len(failed), exc)
+        if isinstance(exc, OSError):
+            logger.error("action=commit_failed changes=%d error=%s", len(failed), exc)
+            reason = os.strerror(exc.errno or 5)
+        else:
+            logger.error("action=commit_failed changes=%d error=%r", len(failed), exc, exc_info=exc)
+            reason = "internal error in the journal writer"
         for pending in reversed(failed):
-            pending.undo()
+            try:
+                pending.undo()
+            except Exception:  # the others must still be undone and answered
+                logger.exception("action=undo_failed")
         for pending in failed:
             if not pending.future.done():
-                error = StoreUnavailable(f"could not write the journal: {os.strerror(exc.errno or 5)}", retry_after=5)
+                error = StoreUnavailable(f"could not write the journal: {reason}", retry_after=5)
                 error.__cause__ = exc
                 pending.future.set_exception(error)
 
@@ -302,7 +340,7 @@ class DurableLog:
 
     def _write_snapshot(self, covered: int, entries: list[bytes]) -> None:
         atomic_write(self.fs, self.snapshot_path, snapshot_chunks(covered, entries))
-        for generation in journal_generations(self.directory):
+        for generation in journal_generations(self.directory, strict=False):
             if generation <= covered:
                 self.fs.unlink(self._journal_path(generation))
 
@@ -320,7 +358,7 @@ class DurableLog:
         if self._compacting is not None:
             try:
                 await self._compacting
-            except OSError:
+            except Exception:  # logged by _compaction_done; the journals still hold every commit
                 pass
         try:
             if self._journal_fd is not None:

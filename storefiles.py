@@ -19,13 +19,14 @@ from typing import Any
 import orjson
 
 from errors import CorruptStore
-from fsio import FileSystem
+from fsio import FileSystem, is_temp_file
 
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_NAME = "jobs.json"
-LOCK_NAME = "jobs.lock"
+PID_NAME = "jobs.pid"  # who holds the directory, for the refusal's message; not the lock
 JOURNAL_PREFIX = "jobs.journal."
+UNTOUCHED = "the files were left untouched"
 FORMAT = "jobq-store"
 VERSION = 1
 
@@ -65,45 +66,113 @@ def snapshot_chunks(generation: int, entries: list[bytes]) -> Iterator[bytes]:
     yield b"\n]}\n"
 
 
-def read_snapshot(fs: FileSystem, path: Path) -> tuple[dict[str, Any], int]:
-    """Every record of the snapshot at `path` and its generation ({}, 0 when
+def read_snapshot(fs: FileSystem, path: Path) -> tuple[dict[str, Any], int | None]:
+    """Every record of the snapshot at `path` and its generation ({}, None when
     there is none); `CorruptStore` naming the file when it cannot be read."""
-    if not path.exists():
-        return {}, 0
     try:
         doc = orjson.loads(fs.read_bytes(path))
+    except FileNotFoundError:
+        return {}, None
     except (OSError, ValueError) as exc:
-        raise CorruptStore(f"{path} cannot be read ({exc}); it was left untouched") from exc
+        raise CorruptStore(f"{path} cannot be read ({exc}); {UNTOUCHED}") from exc
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise CorruptStore(f"{path} is not a jobq store file; it was left untouched")
+        raise CorruptStore(f"{path} is not a jobq store file; {UNTOUCHED}")
     if doc.get("version") != VERSION:
-        raise CorruptStore(
-            f"{path} has version {doc.get('version')!r}, this jobq reads version {VERSION}; it was left untouched"
-        )
+        raise CorruptStore(f"{path} has version {doc.get('version')!r}, this jobq reads version {VERSION}; {UNTOUCHED}")
     generation, pairs = doc.get("generation"), doc.get("records")
-    if not isinstance(generation, int) or not isinstance(pairs, list):
-        raise CorruptStore(f"{path} is damaged (no generation or records); it was left untouched")
+    if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0 or not isinstance(pairs, list):
+        raise CorruptStore(f"{path} is damaged (no generation or records); {UNTOUCHED}")
     records: dict[str, Any] = {}
     for pair in pairs:
         if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)):
-            raise CorruptStore(f"{path} holds a damaged record; it was left untouched")
+            raise CorruptStore(f"{path} holds a damaged record; {UNTOUCHED}")
         records[pair[0]] = pair[1]
     return records, generation
 
 
-def journal_generations(directory: Path) -> list[int]:
-    """The generations of the journal files in `directory`, oldest first."""
+def journal_generations(directory: Path, *, strict: bool = True) -> list[int]:
+    """The generations of the journal files in `directory`, oldest first.
+    Raises `CorruptStore` for a name jobq would not have written (`strict`),
+    or leaves it out."""
     found = []
     for name in os.listdir(directory):
         if name.startswith(JOURNAL_PREFIX) and name[len(JOURNAL_PREFIX) :].isdigit():
-            found.append(int(name[len(JOURNAL_PREFIX) :]))
+            generation = int(name[len(JOURNAL_PREFIX) :])
+            if name != journal_name(generation) and not strict:
+                continue
+            if name != journal_name(generation):
+                raise CorruptStore(
+                    f"{directory / name} is not a journal name jobq writes ({journal_name(generation)}); {UNTOUCHED}"
+                )
+            found.append(generation)
     return sorted(found)
 
 
-def replay(fs: FileSystem, path: Path, records: dict[str, Any]) -> None:
-    """Apply the journal at `path` to `records`. A damaged last line is a torn
-    write that was never acknowledged and is ignored; any other is `CorruptStore`."""
-    lines = fs.read_bytes(path).split(b"\n")
+def journal_name(generation: int) -> str:
+    return f"{JOURNAL_PREFIX}{generation:08d}"
+
+
+# Files jobq itself writes in a data directory (the tenants file and the
+# session key by default live there too): kept owner-only, see `is_own_file`.
+OWN_NAMES = frozenset({SNAPSHOT_NAME, PID_NAME, "jobs.lock", "tenants.json", "tenants.json.lock", "session.key"})
+
+
+def is_own_file(name: str) -> bool:
+    """Is `name` a file jobq writes in a data directory (tightened at start)?"""
+    if name in OWN_NAMES or is_temp_file(name):
+        return True
+    return name.startswith(JOURNAL_PREFIX) and name[len(JOURNAL_PREFIX) :].isdigit()
+
+
+def check_generations(directory: Path, snapshot: int | None, journals: list[int]) -> tuple[list[int], list[int]]:
+    """Split the journals into those already folded into the snapshot of
+    generation `snapshot` (None: there is no jobs.json) and those to replay.
+
+    What a crash can leave: the snapshot, then the journals it was not yet
+    folded from, numbered on from it without a gap (`snapshot`+1, +2, ...;
+    more than one after failed compactions); and, when it came between a
+    compaction's rename and its unlinks, the last journals it was folded
+    from, numbered on without a gap up to `snapshot` itself. Anything else
+    is `CorruptStore`: a start on it would lose changes."""
+    if snapshot is None:
+        if journals:
+            raise CorruptStore(
+                f"{directory / journal_name(journals[0])} is there but {directory / SNAPSHOT_NAME} is missing; "
+                f"a journal holds only the changes after a snapshot, so jobq will not start on part of the data; "
+                f"{UNTOUCHED}"
+            )
+        return [], []
+    folded = [g for g in journals if g <= snapshot]
+    live = [g for g in journals if g > snapshot]
+    expected = snapshot
+    for generation in reversed(folded):
+        if generation != expected:
+            raise CorruptStore(
+                f"{directory / journal_name(generation)} is older than {directory / SNAPSHOT_NAME} "
+                f"(generation {snapshot}) but is not one of the journals it was just folded from "
+                f"(those end at {journal_name(snapshot)}, without a gap); {UNTOUCHED}"
+            )
+        expected -= 1
+    expected = snapshot + 1
+    for generation in live:
+        if generation != expected:
+            raise CorruptStore(
+                f"{directory / journal_name(generation)} does not follow {directory / SNAPSHOT_NAME} "
+                f"(generation {snapshot}): {journal_name(expected)} is missing; {UNTOUCHED}"
+            )
+        expected += 1
+    return folded, live
+
+
+def read_journal(fs: FileSystem, path: Path) -> Iterator[list[list[Any]]]:
+    """The operations of the journal at `path`, each a list of [key, value]
+    pairs. A damaged last line is a torn write that was never acknowledged
+    and is skipped; any other, or a file that cannot be read, is `CorruptStore`."""
+    try:
+        data = fs.read_bytes(path)
+    except OSError as exc:
+        raise CorruptStore(f"{path} cannot be read ({exc}); {UNTOUCHED}") from exc
+    lines = data.split(b"\n")
     # split leaves a final element: b"" after a complete last line, or a torn tail.
     complete, tail = lines[:-1], lines[-1]
     if tail:
@@ -114,9 +183,34 @@ def replay(fs: FileSystem, path: Path, records: dict[str, Any]) -> None:
             if number == len(complete) and not tail:
                 logger.warning("action=ignore_torn_tail path=%s line=%d", path, number)
                 break
-            raise CorruptStore(f"{path} line {number} is damaged; the files were left untouched")
+            raise CorruptStore(f"{path} line {number} is damaged; {UNTOUCHED}")
+        if not all(isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) for pair in pairs):
+            raise CorruptStore(f"{path} line {number} holds a damaged record; {UNTOUCHED}")
+        yield pairs
+
+
+def replay(fs: FileSystem, path: Path, records: dict[str, Any]) -> None:
+    """Apply the journal at `path` to `records` (see `read_journal`)."""
+    for pairs in read_journal(fs, path):
         for key, value in pairs:
             if value is None:
                 records.pop(key, None)
             else:
                 records[key] = value
+
+
+def check_folded(fs: FileSystem, directory: Path, snapshot: int, folded: list[int], records: dict[str, Any]) -> None:
+    """Read the journals a crash left after they were folded into the snapshot
+    (`records`) and check that it holds the last change each made to a key:
+    then they are merely leftovers and may be deleted. `CorruptStore` if not."""
+    last: dict[str, tuple[Any, int]] = {}
+    for generation in folded:
+        for pairs in read_journal(fs, directory / journal_name(generation)):
+            for key, value in pairs:
+                last[key] = (value, generation)
+    for key, (value, generation) in last.items():
+        if records.get(key) != value:
+            raise CorruptStore(
+                f"{directory / journal_name(generation)} is older than {directory / SNAPSHOT_NAME} "
+                f"(generation {snapshot}) but its change to {key[:80]!r} is not in it; {UNTOUCHED}"
+            )
