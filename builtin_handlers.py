@@ -46,10 +46,11 @@ async def sleep(job: Job, ctx: Context) -> JSON:
 
 
 async def fail(job: Job, ctx: Context) -> JSON:
-    times = job.payload.get("times", 1)
-    message = job.payload.get("message") or f"failing as asked (attempt {ctx.attempt} of the first {times})"
+    payload = job.payload  # decoded on each read: read it once
+    times = payload.get("times", 1)
+    message = payload.get("message") or f"failing as asked (attempt {ctx.attempt} of the first {times})"
     if ctx.attempt <= times:
-        if job.payload.get("permanent"):
+        if payload.get("permanent"):
             raise PermanentError(message)
         raise RuntimeError(message)
     return {"failedAttempts": times}

@@ -5,7 +5,9 @@ Jobs are replaced, never mutated in place: `put(new_version)`. Entries of the
 timer and expiry heaps hold the job object they were made for, so an entry
 whose job has since been replaced is recognised as stale by identity and
 skipped (lazy deletion). The ready lists are sorted lists, kept exact, so a
-job's place in line is a O(log n) lookup.
+job's place in line is a O(log n) lookup. Each tenant's retained bytes (the
+sum of its jobs' `stored_size`) are kept as a running total for
+`maxStoredBytes`.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sortedcontainers import SortedList
 
 from alerts import Alert
-from models import CLAIMABLE, Job, Status
+from models import CLAIMABLE, Job, Status, encode_json
 from outbox import FAILED, PENDING, Delivery
 from rules import claim_key
 
@@ -64,11 +67,25 @@ class IdemRecord:
             fingerprint=r["fingerprint"],
             route=r["route"],
             status_code=r["statusCode"],
-            bodies=r["bodies"],
+            bodies=[_encoded_body(body) for body in r["bodies"]],
             job_ids=r["jobIds"],
             created_at=r["createdAt"],
             committed=True,
         )
+
+
+def _encoded_body(body: Any) -> Any:
+    """A stored answer (a job as the API shows it) with its payload and result
+    held encoded, as `Job.to_api` makes them, not as decoded trees."""
+    if not isinstance(body, dict):
+        return body
+    return {
+        name: orjson.Fragment(encode_json(value)) if name in _OPAQUE and value is not None else value
+        for name, value in body.items()
+    }
+
+
+_OPAQUE = frozenset({"payload", "result"})
 
 
 def idem_storage_key(tenant_id: str, key: str) -> str:
@@ -89,6 +106,7 @@ class JobIndex:
         self.by_status: dict[tuple[str, Status], dict[str, None]] = {}
         self._order: dict[str, int] = {}
         self.counts: dict[str, Counter[Status]] = {}
+        self._stored_bytes: dict[str, int] = {}
         self.running: dict[str, dict[str, Job]] = {}
         # Due claimable jobs per tenant, in claim order: (claim key, seq, job id).
         self.ready: dict[str, SortedList] = {}
@@ -121,6 +139,7 @@ class JobIndex:
             self.by_tenant.setdefault(job.tenant_id, {})[job.job_id] = None
             self._order[job.job_id] = next(self._seq)
         self.jobs[job.job_id] = job
+        self._stored_bytes[job.tenant_id] = self._stored_bytes.get(job.tenant_id, 0) + job.stored_size
         counts = self.counts.get(job.tenant_id)
         if counts is None:
             counts = self.counts[job.tenant_id] = Counter()
@@ -152,6 +171,7 @@ class JobIndex:
         return old
 
     def _unindex(self, old: Job) -> None:
+        self._stored_bytes[old.tenant_id] -= old.stored_size
         counts = self.counts[old.tenant_id]
         counts[old.status] -= 1
         del self.by_status[(old.tenant_id, old.status)][old.job_id]
@@ -292,6 +312,11 @@ class JobIndex:
 
     def running_jobs(self) -> list[Job]:
         return [job for jobs in self.running.values() for job in jobs.values()]
+
+    def stored_bytes(self, tenant_id: str) -> int:
+        """About how many bytes the tenant's retained jobs take in storage: the
+        sum of their `Job.stored_size`, every status counted until purged."""
+        return self._stored_bytes.get(tenant_id, 0)
 
     def running_count(self, tenant_id: str) -> int:
         return len(self.running.get(tenant_id, ()))

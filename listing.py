@@ -6,8 +6,6 @@ import base64
 import binascii
 from datetime import datetime
 
-import orjson
-
 from errors import BadRequest
 from models import Job, ListQuery, format_ts, parse_ts
 
@@ -23,8 +21,16 @@ def matches(job: Job, query: ListQuery) -> bool:
         needle = query.q.lower()
         if needle in (job.last_error or "").lower():
             return True
-        return needle in orjson.dumps(job.payload).decode().lower()
+        return text_contains(job.payload_json, needle)
     return True
+
+
+def text_contains(encoded: bytes, needle: str) -> bool:
+    """Is the lower-case `needle` in the lower-cased JSON text `encoded`?
+    Searched as bytes when the text is ASCII (no decoding, no Python objects)."""
+    if encoded.isascii():
+        return needle.isascii() and needle.encode() in encoded.lower()
+    return needle in encoded.decode().lower()
 
 
 def encode_cursor(job: Job) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from errors import FieldError, ValidationFailed
-from models import Job, NewJob, Status, to_ms
+from models import Job, NewJob, Status, encode_json, to_ms
 from rules import find_cycle, payload_hash
 
 
@@ -59,7 +59,7 @@ def build_jobs(
                 job_id=job_id,
                 tenant_id=tenant_id,
                 type=spec.type,
-                payload=spec.payload,
+                payload_json=encode_json(spec.payload),
                 payload_hash=payload_hash(spec.type, spec.payload),
                 status=Status.WAITING if unfinished else Status.QUEUED,
                 priority=spec.priority,

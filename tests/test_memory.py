@@ -1,0 +1,269 @@
+"""Memory per retained job (issue 8): what a job carries as opaque JSON is held
+as its encoded bytes, so a payload of many small objects costs about its
+serialized size, in the process that took it and after a restart.
+
+Measured with tracemalloc in a fresh interpreter (`probe`), so nothing of the
+test runner's own allocations is counted. A job's "serialized size" is the
+length of its stored record (what the journal and jobs.json hold for it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import subprocess
+import sys
+import tracemalloc
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pytest
+
+if TYPE_CHECKING:
+    from models import Job
+
+ROOT = Path(__file__).resolve().parent.parent
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+def many_objects(n: int) -> dict[str, Any]:
+    """About 60 KB of JSON made of 7,500 one-key objects, built fresh each call."""
+    return {"n": n, "items": [{"a": i % 10} for i in range(7_500)]}
+
+
+def nested_lists(n: int) -> dict[str, Any]:
+    """About 60 KB of JSON made of small nested lists."""
+    return {"n": n, "rows": [[i % 10, [i % 7]] for i in range(6_000)]}
+
+
+def small(n: int) -> dict[str, Any]:
+    return {"n": n, "to": "someone@example.com"}
+
+
+PAYLOADS = {"many_objects": many_objects, "nested_lists": nested_lists, "small": small}
+
+
+async def _probe(data_dir: Path, kind: str, count: int, finish: bool, idem: bool) -> dict[str, float]:
+    from lifecycle import RetryPolicy
+    from models import NewJob, Succeeded
+    from store import JsonStore
+    from store_protocol import IdemRequest
+
+    make = PAYLOADS[kind]
+
+    def new_store() -> JsonStore:
+        return JsonStore(data_dir, retry=RetryPolicy(), max_running=lambda tenant: 1_000_000)
+
+    def traced() -> int:
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0]
+
+    tracemalloc.start()
+    store = new_store()
+    await store.open(NOW)
+    base = traced()
+    claimed = None
+    for n in range(count):
+        key = IdemRequest(f"key-{n}", f"fingerprint-{n}", "/jobs") if idem else None
+        await store.submit("acme", [NewJob(type="echo", payload=make(n))], key, NOW, max_queued=1_000_000)
+    if finish:
+        claimed = await store.claim(NOW, count, "w1", 60.0)
+        await claimed.durable
+        for job in claimed.jobs:  # what the echo handler does: return its payload
+            await store.finish(job.job_id, job.attempts, Succeeded(job.payload), NOW)
+    live = traced() - base
+    jobs = list(store.index.jobs.values())
+    assert len(jobs) == count
+    record_bytes = sum(len(orjson.dumps(job.to_record())) for job in jobs) / count
+    # An Idempotency-Key's record stores the answer, the job as first shown, again.
+    record_bytes += sum(len(orjson.dumps(r.to_record())) for r in store.index.idem.values()) / count
+    del jobs, claimed
+    await store.close()
+    del store
+    base = traced()
+    tracemalloc.reset_peak()
+    store = new_store()
+    await store.open(NOW)
+    restarted = traced() - base
+    peak = tracemalloc.get_traced_memory()[1] - base
+    assert len(store.index.jobs) == count
+    await store.close()
+    return {
+        "record": record_bytes,
+        "live": live / count,
+        "restarted": restarted / count,
+        "restart_peak": peak / count,
+    }
+
+
+def probe(data_dir: str, kind: str, count: int, finish: bool, idem: bool) -> None:
+    """Entry point of the child interpreter; prints its measures as JSON."""
+    print(json.dumps(asyncio.run(_probe(Path(data_dir), kind, count, finish, idem))))
+
+
+@dataclass(frozen=True)
+class Measure:
+    record: float  # bytes of one job's stored JSON record
+    live: float  # bytes per job while the process that took them runs
+    restarted: float  # bytes per job after a restart
+    restart_peak: float  # bytes per job at the peak of the restart (the snapshot decoded whole)
+
+    def __str__(self) -> str:
+        return (
+            f"record {self.record:,.0f} B, live {self.live:,.0f} B ({self.live / self.record:.1f}x), "
+            f"after restart {self.restarted:,.0f} B ({self.restarted / self.record:.1f}x), "
+            f"restart peak {self.restart_peak:,.0f} B ({self.restart_peak / self.record:.1f}x)"
+        )
+
+
+def measure(tmp_path: Path, kind: str, count: int, finish: bool = False, idem: bool = False) -> Measure:
+    code = f"from tests.test_memory import probe; probe({str(tmp_path)!r}, {kind!r}, {count}, {finish}, {idem})"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=100, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    return Measure(**json.loads(out.stdout.splitlines()[-1]))
+
+
+@pytest.mark.parametrize("kind", ["many_objects", "nested_lists"])
+def test_a_payload_of_many_small_objects_costs_a_small_multiple_of_its_size(tmp_path: Path, kind: str) -> None:
+    m = measure(tmp_path, kind, 30)
+    print(kind, m)
+    assert m.record > 40_000
+    assert m.live < 4 * m.record, m
+    assert m.restarted < 4 * m.record, m
+
+
+def test_a_result_of_many_small_objects_costs_a_small_multiple_of_its_size(tmp_path: Path) -> None:
+    m = measure(tmp_path, "many_objects", 20, finish=True)
+    print("succeeded, result = payload:", m)
+    assert m.record > 100_000  # the payload and the result
+    assert m.live < 4 * m.record, m
+    assert m.restarted < 4 * m.record, m
+
+
+def test_an_idempotency_key_does_not_keep_a_decoded_copy_of_the_payload(tmp_path: Path) -> None:
+    m = measure(tmp_path, "many_objects", 30, idem=True)
+    print("with Idempotency-Key:", m)
+    assert m.record > 120_000  # the job's record and the key's
+    assert m.live < 4 * m.record, m
+    assert m.restarted < 4 * m.record, m
+
+
+def test_a_small_job_stays_small(tmp_path: Path) -> None:
+    m = measure(tmp_path, "small", 2_000)
+    print("small", m)
+    assert m.live < 8 * m.record, m
+    assert m.restarted < 8 * m.record, m
+
+
+# ---- stored bytes per tenant, for maxStoredBytes ---------------------------
+
+
+def _job(tenant: str, payload: dict[str, Any], **changes: Any) -> Job:
+    from models import NewJob, new_id
+    from submission import build_jobs
+
+    spec = NewJob(type="echo", payload=payload, webhook_url=changes.pop("webhook_url", None))
+    [job] = build_jobs(tenant, [spec], NOW, lambda _: None, new_id, changes.pop("idempotency_key", None))
+    return job.evolve(**changes) if changes else job
+
+
+def _versions() -> list[Job]:
+    from models import Attempt, AttemptStatus, OperatorAction, Status, new_id
+
+    def attempt(n: int, error: str | None) -> Attempt:
+        return Attempt(new_id(), new_id(), n, AttemptStatus.FAILED, "worker-1", NOW, error, NOW)
+
+    return [
+        _job("acme", {}),
+        _job("acme", small(1), idempotency_key="order-7", webhook_url="https://example.com/hook"),
+        _job("acme", many_objects(1)),
+        _job("acme", nested_lists(1), depends_on=["b8a7c3f4-0000-4000-8000-000000000000"] * 3),
+        _job(
+            "acme",
+            small(2),
+            status=Status.SUCCEEDED,
+            result=many_objects(2),
+            attempts=1,
+            attempt_history=[attempt(1, None)],
+            started_at=NOW,
+            finished_at=NOW,
+            progress=1.0,
+            progress_message="all done",
+        ),
+        _job(
+            "acme",
+            small(3),
+            status=Status.FATAL,
+            attempts=4,
+            last_error="RuntimeError: " + "x" * 1_900,
+            attempt_history=[attempt(n, "RuntimeError: " + "x" * 1_900) for n in range(1, 5)],
+            operator_actions=[OperatorAction("retry", "admin:ops", NOW), OperatorAction("cancel", "acme", NOW)],
+            finished_at=NOW,
+        ),
+    ]
+
+
+def test_stored_size_is_close_to_the_length_of_the_stored_record() -> None:
+    for job in _versions():
+        record = len(orjson.dumps(job.to_record()))
+        assert abs(job.stored_size - record) <= max(0.02 * record, 20), (job.stored_size, record, job)
+
+
+def test_stored_bytes_follow_put_replace_and_remove() -> None:
+    from jobindex import JobIndex
+
+    index = JobIndex(aging_seconds=300.0)
+    assert index.stored_bytes("acme") == 0
+    a, b = _job("acme", small(1)), _job("acme", many_objects(1))
+    other = _job("globex", small(2))
+    for job in (a, b, other):
+        index.put(job)
+    assert index.stored_bytes("acme") == a.stored_size + b.stored_size
+    assert index.stored_bytes("globex") == other.stored_size
+    done = a.evolve(result=many_objects(3))  # a replace: the old version stops counting
+    assert done.stored_size > a.stored_size + 50_000
+    index.put(done)
+    assert index.stored_bytes("acme") == done.stored_size + b.stored_size
+    index.put(done)  # the same version again changes nothing
+    assert index.stored_bytes("acme") == done.stored_size + b.stored_size
+    assert index.remove(b.job_id) is b
+    assert index.remove(b.job_id) is None
+    assert index.stored_bytes("acme") == done.stored_size
+    index.remove(done.job_id)
+    assert index.stored_bytes("acme") == 0
+    assert index.stored_bytes("globex") == other.stored_size
+
+
+async def test_stored_bytes_are_the_same_after_a_restart(tmp_path: Path) -> None:
+    from lifecycle import RetryPolicy
+    from models import NewJob, Succeeded
+    from store import JsonStore
+
+    def new_store() -> JsonStore:
+        return JsonStore(tmp_path, retry=RetryPolicy(), max_running=lambda tenant: 100)
+
+    store = new_store()
+    await store.open(NOW)
+    for n, tenant in enumerate(["acme", "acme", "acme", "globex"]):
+        await store.submit(tenant, [NewJob(type="echo", payload=many_objects(n))], None, NOW, max_queued=100)
+    claimed = await store.claim(NOW, 2, "w1", 60.0)
+    await claimed.durable
+    for job in claimed.jobs:
+        await store.finish(job.job_id, job.attempts, Succeeded(job.payload), NOW)
+    before = {t: store.index.stored_bytes(t) for t in ("acme", "globex")}
+    assert before["acme"] > 3 * 60_000 and before["globex"] > 60_000
+    assert sum(before.values()) == sum(job.stored_size for job in store.index.jobs.values())
+    await store.close()
+
+    again = new_store()
+    await again.open(NOW)
+    try:
+        assert {t: again.index.stored_bytes(t) for t in ("acme", "globex")} == before
+    finally:
+        await again.close()
