@@ -130,6 +130,15 @@ _random_pool = b""
 _random_offset = 0
 
 
+def _forget_random_pool() -> None:
+    # A forked child inherits the pool; what is left of it is the parent's next ids.
+    global _random_pool, _random_offset
+    _random_pool, _random_offset = b"", 0
+
+
+os.register_at_fork(after_in_child=_forget_random_pool)
+
+
 def parse_ts(value: str | None) -> datetime | None:
     if value is None:
         return None
