@@ -11,7 +11,8 @@ A handler returns JSON (its `result`), raises `PermanentError` to go to `fatal`
 at once, `Snooze(seconds)` to run again later without using an attempt, or any
 other exception to fail the attempt (retried with backoff). A handler declared
 `blocking=True` is a plain function run in a thread so it cannot stall the
-event loop; it should look at `ctx.cancelled` now and then.
+event loop; it should look at `ctx.cancelled` now and then. `job.payload` is
+decoded from the job's stored JSON on each read, a fresh copy: read it once.
 """
 
 from __future__ import annotations

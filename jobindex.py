@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import orjson
 from sortedcontainers import SortedList
 
 from alerts import Alert
-from models import CLAIMABLE, Job, Status, encode_json
+from models import CLAIMABLE, Job, Status, encode_opaque_fields
 from outbox import FAILED, PENDING, Delivery
 from rules import claim_key
 
@@ -67,25 +66,11 @@ class IdemRecord:
             fingerprint=r["fingerprint"],
             route=r["route"],
             status_code=r["statusCode"],
-            bodies=[_encoded_body(body) for body in r["bodies"]],
+            bodies=[encode_opaque_fields(body) for body in r["bodies"]],
             job_ids=r["jobIds"],
             created_at=r["createdAt"],
             committed=True,
         )
-
-
-def _encoded_body(body: Any) -> Any:
-    """A stored answer (a job as the API shows it) with its payload and result
-    held encoded, as `Job.to_api` makes them, not as decoded trees."""
-    if not isinstance(body, dict):
-        return body
-    return {
-        name: orjson.Fragment(encode_json(value)) if name in _OPAQUE and value is not None else value
-        for name, value in body.items()
-    }
-
-
-_OPAQUE = frozenset({"payload", "result"})
 
 
 def idem_storage_key(tenant_id: str, key: str) -> str:

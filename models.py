@@ -29,6 +29,21 @@ def encode_json(value: JSON) -> bytes:
     return bytes(memoryview(orjson.dumps(value)))
 
 
+def encode_opaque_fields(body: JSON) -> JSON:
+    """A job as `Job.to_api` shows it, read back from storage (a remembered
+    answer, a webhook's data), with its payload and result held encoded as
+    `to_api` makes them, not as decoded trees. Anything else is returned as it is."""
+    if not isinstance(body, dict):
+        return body
+    return {
+        name: orjson.Fragment(encode_json(value)) if name in _OPAQUE_FIELDS and value is not None else value
+        for name, value in body.items()
+    }
+
+
+_OPAQUE_FIELDS = frozenset({"payload", "result"})
+
+
 class Status(StrEnum):
     WAITING = "waiting"
     QUEUED = "queued"

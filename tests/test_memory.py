@@ -267,3 +267,39 @@ async def test_stored_bytes_are_the_same_after_a_restart(tmp_path: Path) -> None
         assert {t: again.index.stored_bytes(t) for t in ("acme", "globex")} == before
     finally:
         await again.close()
+
+
+# ---- the encoded form is the same JSON as before ---------------------------
+
+
+def test_the_stored_record_and_the_api_body_are_the_json_of_the_decoded_values() -> None:
+    for job in _versions():
+        record = dict(job.to_record())
+        as_before = {**record, "payload": job.payload, "result": job.result}
+        assert orjson.dumps(record) == orjson.dumps(as_before)
+        again = type(job).from_record(orjson.loads(orjson.dumps(record)))
+        assert again.payload_json == job.payload_json and again.result_json == job.result_json
+        assert orjson.dumps(again.to_record()) == orjson.dumps(record)
+        api = orjson.loads(orjson.dumps(job.to_api("why", with_history=True)))
+        assert api["payload"] == job.payload and api["result"] == job.result and api["waitingReason"] == "why"
+
+
+def test_a_payload_is_decoded_afresh_for_each_reader() -> None:
+    job = _job("acme", {"seconds": 1, "tags": ["a"]})
+    job.payload["tags"].append("changed")
+    assert job.payload == {"seconds": 1, "tags": ["a"]}
+    assert job.evolve(payload={"x": 1}).payload == {"x": 1}
+    assert job.evolve(result=None).result_json is None
+
+
+def test_q_searches_the_encoded_payload_without_regard_to_case() -> None:
+    from listing import text_contains
+
+    ascii_text = orjson.dumps({"To": "Someone@Example.COM"})
+    assert text_contains(ascii_text, "example.com")
+    assert text_contains(ascii_text, '"to":')
+    assert not text_contains(ascii_text, "élan")
+    accented = orjson.dumps({"name": "ÉLAN Vital"})
+    assert text_contains(accented, "élan")
+    assert text_contains(accented, "vital")
+    assert not text_contains(accented, "elan")
