@@ -12,7 +12,7 @@ from config import Settings
 from errors import CorruptStore
 from journal import DurableLog
 from storefiles import is_own_file
-from tenants import TenantsDoc, TenantsFileError, new_webhook_secret
+from tenants import TenantsDoc, TenantsFileError, new_webhook_secret, updating
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,37 +43,45 @@ def run_command(settings: Settings, argv: list[str]) -> int:
         if args.group == "new-secret":
             print(new_webhook_secret())
             return 0
-        doc = TenantsDoc.read(settings.tenants_file)
         if args.group == "tenants" and args.command == "list":
-            for name in sorted(doc.tenants):
+            for name in sorted(TenantsDoc.read(settings.tenants_file).tenants):
                 print(name)
             return 0
-        if args.group == "tenants" and args.command == "rotate-secret":
-            key = doc.rotate_webhook_secret(args.name, SystemClock().now())
-            hours = settings.webhook_rotation_hours
-            what = f"a new webhook secret for {args.name!r} (the old one still signs for {hours:g} h)"
-        elif args.group == "tenants":
-            key = doc.add_tenant(args.name)
-            what = f"tenant {args.name!r}"
-        elif args.admin:
-            if args.name or args.read_only:
-                print("jobq: --admin takes no tenant name and no --read-only", file=sys.stderr)
-                return 2
-            key = doc.add_admin(args.label or "admin")
-            what = "an admin key"
-        else:
-            if not args.name:
-                print("jobq: name the tenant, or pass --admin", file=sys.stderr)
-                return 2
-            key = doc.add_key(args.name, read_only=args.read_only, label=args.label)
-            what = f"a {'read-only' if args.read_only else 'write'} key for {args.name!r}"
-        doc.write(settings.tenants_file)
+        if args.group == "keys" and args.admin and (args.name or args.read_only):
+            print("jobq: --admin takes no tenant name and no --read-only", file=sys.stderr)
+            return 2
+        if args.group == "keys" and not args.admin and not args.name:
+            print("jobq: name the tenant, or pass --admin", file=sys.stderr)
+            return 2
+        # Read, change and write under the file's update lock: concurrent
+        # commands each see the other's change instead of overwriting it.
+        with updating(settings.tenants_file):
+            doc = TenantsDoc.read(settings.tenants_file)
+            key, what = _change(settings, doc, args)
+            doc.write(settings.tenants_file)
     except TenantsFileError as exc:
         print(f"jobq: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"jobq: cannot write {settings.tenants_file}: {exc}", file=sys.stderr)
         return 2
     print(f"created {what}; it is shown only this once:", file=sys.stderr)
     print(key)
     return 0
+
+
+def _change(settings: Settings, doc: TenantsDoc, args: argparse.Namespace) -> tuple[str, str]:
+    """Apply the command to `doc`: the secret it created (to show once) and what it is."""
+    if args.group == "tenants" and args.command == "rotate-secret":
+        hours = settings.webhook_rotation_hours
+        secret = doc.rotate_webhook_secret(args.name, SystemClock().now())
+        return secret, f"a new webhook secret for {args.name!r} (the old one still signs for {hours:g} h)"
+    if args.group == "tenants":
+        return doc.add_tenant(args.name), f"tenant {args.name!r}"
+    if args.admin:
+        return doc.add_admin(args.label or "admin"), "an admin key"
+    key = doc.add_key(args.name, read_only=args.read_only, label=args.label)
+    return key, f"a {'read-only' if args.read_only else 'write'} key for {args.name!r}"
 
 
 def doctor(settings: Settings) -> int:

@@ -8,20 +8,24 @@ shell) and reloads it, at most once a second.
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import logging
 import os
 import re
 import secrets as pysecrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from fsio import FileSystem, atomic_write
+import strict_json
+from errors import BadRequest
+from fsio import PRIVATE_DIR, PRIVATE_FILE, FileSystem, atomic_write
 from models import format_ts, parse_ts
 
 logger = logging.getLogger(__name__)
@@ -36,18 +40,24 @@ class TenantsFileError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    max_running: int = 4  # the default pool has 5 slots: no tenant holds them all by default
+    """A tenant's limits (SPEC §4, §11). `max_running` defaults below the
+    worker's 5 slots, so by default no tenant can hold every one."""
+
+    max_running: int = 4
     submit_per_minute: int = 600
     submit_burst: int = 60
     max_queued: int = 10000
-    max_stored_bytes: int = 256 << 20
+    max_stored_bytes: int = 256 * 1024 * 1024
 
     @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> Limits:
+    def from_json(cls, raw: dict[str, Any], where: str = "limits") -> Limits:
+        """Omitted limits take the defaults; `TenantsFileError` naming
+        `where.<name>` for one that is not a positive integer."""
+
         def positive(name: str, default: int) -> int:
             value = raw.get(name, default)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise TenantsFileError(f"limits.{name} must be a positive integer, got {value!r}")
+                raise TenantsFileError(f"{where}.{name} must be a positive integer, got {_show(value)}")
             return value
 
         defaults = DEFAULT_LIMITS
@@ -58,6 +68,12 @@ class Limits:
             max_queued=positive("maxQueued", defaults.max_queued),
             max_stored_bytes=positive("maxStoredBytes", defaults.max_stored_bytes),
         )
+
+
+def _show(value: Any) -> str:
+    """A value for a one-line message, cut short."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 DEFAULT_LIMITS = Limits()
@@ -97,6 +113,69 @@ def new_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(pysecrets.token_bytes(32)).decode()
 
 
+_HASH = re.compile(r"sha256:[0-9a-f]{64}")
+_LATEST_ROTATION = datetime(9000, 1, 1, tzinfo=UTC)  # later ones would overflow the rotation window
+
+
+def check_document(raw: Any) -> None:
+    """Check a parsed tenants file against the documented shape (SPEC §11),
+    all of it; `TenantsFileError` naming the first bad entry by its path in
+    the document. Unknown fields are allowed (a newer jobq may have written them)."""
+    if not isinstance(raw, dict):
+        raise TenantsFileError('the document must be an object with a "tenants" object')
+    tenants = raw.get("tenants", {})
+    if not isinstance(tenants, dict):
+        raise TenantsFileError("tenants must be an object")
+    hashes: dict[str, str] = {}  # hash -> where it was first seen
+    for name, tenant in tenants.items():
+        where = f"tenants.{name}" if TENANT_NAME.match(name) else f"tenants[{name[:40]!r}]"
+        if not isinstance(tenant, dict):
+            raise TenantsFileError(f"{where} must be an object")
+        keys = tenant.get("keys", [])
+        if not isinstance(keys, list):
+            raise TenantsFileError(f"{where}.keys must be a list")
+        for index, key in enumerate(keys):
+            _check_key(f"{where}.keys[{index}]", key, hashes)
+            if key.get("role", "write") not in ("write", "read"):
+                raise TenantsFileError(f'{where}.keys[{index}].role must be "write" or "read"')
+        secrets = tenant.get("webhookSecrets", [])
+        if not isinstance(secrets, list) or not all(isinstance(s, str) and s for s in secrets):
+            raise TenantsFileError(f"{where}.webhookSecrets must be a list of strings")
+        _check_rotated_at(f"{where}.webhookSecretRotatedAt", tenant.get("webhookSecretRotatedAt"))
+        limits = tenant.get("limits")
+        if limits is not None and not isinstance(limits, dict):
+            raise TenantsFileError(f"{where}.limits must be an object")
+        Limits.from_json(limits or {}, where=f"{where}.limits")
+    admins = raw.get("admins", [])
+    if not isinstance(admins, list):
+        raise TenantsFileError("admins must be a list")
+    for index, admin in enumerate(admins):
+        _check_key(f"admins[{index}]", admin, hashes)
+
+
+def _check_key(where: str, key: Any, hashes: dict[str, str]) -> None:
+    if not isinstance(key, dict) or not isinstance(key.get("hash"), str):
+        raise TenantsFileError(f'{where} must be an object with a "hash" string')
+    if not _HASH.fullmatch(key["hash"]):
+        raise TenantsFileError(f"{where}.hash must be sha256:<64 lowercase hex digits>")
+    if key["hash"] in hashes:
+        raise TenantsFileError(f"{where}.hash is also the hash of {hashes[key['hash']]}")
+    hashes[key["hash"]] = where
+    if not isinstance(key.get("label", ""), str):
+        raise TenantsFileError(f"{where}.label must be a string")
+
+
+def _check_rotated_at(where: str, value: Any) -> None:
+    if value is None:
+        return
+    try:
+        parsed = parse_ts(value) if isinstance(value, str) else None
+    except (ValueError, OverflowError):
+        parsed = None
+    if parsed is None or parsed >= _LATEST_ROTATION:
+        raise TenantsFileError(f"{where} must be an RFC 3339 time, got {_show(value)}")
+
+
 @dataclass
 class TenantsDoc:
     """The tenants file as data; `to_json` writes it back in the documented shape."""
@@ -106,19 +185,30 @@ class TenantsDoc:
 
     @classmethod
     def read(cls, path: Path) -> TenantsDoc:
-        if not path.exists():
-            return cls()
+        """The tenants file at `path` (empty when there is none), checked whole
+        (`check_document`). `TenantsFileError` says in one line what is wrong,
+        and where: `<path>: tenants.acme.keys[1] must be ...`."""
         try:
-            raw = orjson.loads(path.read_bytes())
-        except (OSError, ValueError) as exc:
-            raise TenantsFileError(f"{path} cannot be read: {exc}") from exc
-        if not isinstance(raw, dict) or not isinstance(raw.get("tenants", {}), dict):
-            raise TenantsFileError(f"{path} must hold an object with a 'tenants' object")
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return cls()
+        except OSError as exc:
+            raise TenantsFileError(f"{path}: cannot be read: {exc.strerror or exc}") from exc
+        try:
+            raw = strict_json.loads(data)
+        except BadRequest as exc:
+            raise TenantsFileError(f"{path}: cannot be read: {exc.detail}") from exc
+        try:
+            check_document(raw)
+        except TenantsFileError as exc:
+            raise TenantsFileError(f"{path}: {exc}") from None
         return cls(tenants=raw.get("tenants", {}), admins=raw.get("admins", []))
 
     def write(self, path: Path) -> None:
+        """Replace the file atomically (owner-only from the first byte). A
+        read-modify-write from several processes belongs in `updating(path)`."""
         data = orjson.dumps({"tenants": self.tenants, "admins": self.admins}, option=orjson.OPT_INDENT_2)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
         atomic_write(FileSystem(), path, [data, b"\n"])
         os.chmod(path, 0o600)
 
@@ -162,6 +252,36 @@ class TenantsDoc:
         return secret
 
 
+@contextmanager
+def updating(path: Path) -> Iterator[None]:
+    """Hold the update lock of the tenants file at `path` (an flock on
+    `<path>.lock` beside it): CLI commands read, change and write the file
+    inside it, one process at a time, so none loses another's change. The
+    running service only reads the file and never takes it."""
+    lock_path = path.with_name(path.name + ".lock")
+    path.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            # Someone may have deleted the lock file while we waited: then the
+            # lock we hold is on a file nobody else will lock. Take a fresh one.
+            try:
+                current = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                current = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if current:
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
 class TenantRegistry:
     """Answers "whose key is this" and "what are this tenant's limits", from
     the tenants file, reloading it when it changes."""
@@ -179,38 +299,41 @@ class TenantRegistry:
     def _file_stamp(self) -> tuple[int, int] | None:
         try:
             stat = self.path.stat()
-        except FileNotFoundError:
+        except OSError:  # gone, or not ours to look at: the read says which
             return None
         return stat.st_mtime_ns, stat.st_size
 
     def _load(self) -> None:
-        doc = TenantsDoc.read(self.path)
+        """Read and check the whole file, then swap it in; `TenantsFileError`
+        (and nothing else) if it is not usable, leaving the last one in place."""
+        stamp = self._file_stamp()
+        doc = TenantsDoc.read(self.path)  # checked whole: every lookup below is safe
         keys: dict[str, Principal] = {}
         limits: dict[str, Limits] = {}
         for name, tenant in doc.tenants.items():
             limits[name] = Limits.from_json(tenant.get("limits") or {})
             for key in tenant.get("keys", []):
-                keys[key["hash"]] = Principal(
-                    name, "read" if key.get("role") == "read" else "write", key.get("label", "")
-                )
+                keys[key["hash"]] = Principal(name, key.get("role", "write"), key.get("label", ""))
         for admin in doc.admins:
             keys[admin["hash"]] = Principal(None, "admin", admin.get("label", "admin"))
         self.doc, self._keys, self._limits = doc, keys, limits
-        self._stamp = self._file_stamp()
+        self._stamp = stamp
 
     def refresh(self) -> None:
-        """Reload the file if it changed; a broken edit keeps the last good version."""
+        """Reload the file if it changed; a broken edit keeps the last good
+        version (and is logged once, naming what is wrong)."""
         now = self._monotonic()
         if now - self._checked < 1.0:
             return
         self._checked = now
-        if self._file_stamp() != self._stamp:
+        stamp = self._file_stamp()
+        if stamp != self._stamp:
             try:
                 self._load()
                 logger.info("action=tenants_reloaded path=%s", self.path)
-            except (TenantsFileError, KeyError, TypeError) as exc:
+            except TenantsFileError as exc:
                 logger.error("action=tenants_reload_failed path=%s error=%s", self.path, exc)
-                self._stamp = self._file_stamp()
+                self._stamp = stamp
 
     def authenticate(self, key: str) -> Principal | None:
         self.refresh()
