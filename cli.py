@@ -110,6 +110,9 @@ def doctor(settings: Settings) -> int:
     except CorruptStore as exc:
         print(f"FAIL {exc}")
         problems += 1
+    except OSError as exc:
+        print(f"FAIL cannot read the data directory {settings.data_dir}: {exc}")
+        return 1
     for path in [settings.data_dir, *sorted(settings.data_dir.iterdir())]:
         mode = path.lstat().st_mode
         if (path == settings.data_dir or is_own_file(path.name)) and mode & 0o077 and not stat.S_ISLNK(mode):

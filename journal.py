@@ -188,7 +188,7 @@ class DurableLog:
         try:
             size = os.fstat(fd).st_size
             self.fs.fsync_dir(self.directory)
-        except OSError:
+        except BaseException:
             self.fs.close(fd)  # keep appending to the current journal
             raise
         self._journal_fd, self._journal_size = fd, size
@@ -325,14 +325,14 @@ class DurableLog:
         self._generation += 1
         try:
             self._open_journal()
-        except OSError as exc:
-            logger.error("action=journal_rotate_failed error=%s", exc)
+        except Exception as exc:  # an OSError, or a bug: either way the writer must go on
+            logger.error("action=journal_rotate_failed error=%r", exc)
             self._generation -= 1
             return
         if old_fd is not None:
             try:
                 self.fs.close(old_fd)
-            except OSError as exc:  # its commits were fsynced; the writer must go on
+            except Exception as exc:  # its commits were fsynced; the writer must go on
                 logger.warning("action=journal_close_failed error=%s", exc)
         loop = asyncio.get_running_loop()
         self._compacting = loop.run_in_executor(self._bg, self._write_snapshot, covered, entries)

@@ -173,6 +173,7 @@ def test_doctor_reports_the_same_problems(tmp_path: Path) -> None:
     result = run_app(tmp_path, "doctor")
     assert result.returncode == 1
     assert "FAIL" in result.stdout and "jobs.journal.00000005" in result.stdout
+    assert f"warn {tmp_path / 'jobs.json'} has mode 0666" in result.stdout  # written under umask 0
     assert state(tmp_path) == before
 
 
@@ -376,3 +377,34 @@ async def test_a_bug_fails_every_queued_commit_and_none_waits_for_ever(tmp_path:
     finally:
         await log.close()
     assert await load(tmp_path) == {"k:after": 1}
+
+
+class BuggyRotationFS(FileSystem):
+    """The next journal opened (a rotation) raises a RuntimeError."""
+
+    armed = False
+
+    def open_append(self, path: Path) -> int:
+        if self.armed:
+            self.armed = False
+            raise RuntimeError("a bug in the rotation")
+        return super().open_append(path)
+
+
+async def test_a_bug_in_a_journal_rotation_does_not_stop_the_writer(tmp_path: Path) -> None:
+    fs = BuggyRotationFS()
+    log = DurableLog(tmp_path, fs=fs, compact_bytes=100)
+    log.load()
+    try:
+        fs.armed = True
+        # The first commit passes the threshold and its rotation fails; those
+        # queued behind it meanwhile must still be written, and later ones too.
+        queued = [log.commit({f"k:{n}": "x" * 100}, lambda: None) for n in range(4)]
+        await asyncio.wait_for(asyncio.gather(*queued), 5)
+        for n in range(4, 6):
+            await asyncio.wait_for(log.commit({f"k:{n}": "x" * 100}, lambda: None), 5)
+        if log._compacting is not None:
+            await log._compacting
+    finally:
+        await log.close()
+    assert await load(tmp_path) == {f"k:{n}": "x" * 100 for n in range(6)}

@@ -119,7 +119,7 @@ async def refused(data_dir: Path) -> str:
 
 
 def file_bytes(data_dir: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(data_dir.iterdir()) if p.name != "jobs.lock"}
+    return {p.name: p.read_bytes() for p in sorted(data_dir.iterdir())}
 
 
 # ---- the journal write fails -----------------------------------------------
@@ -166,7 +166,7 @@ async def test_failed_commit_is_cut_from_the_journal_at_once(
     assert fault.fired == 1
 
     crashed = tmp_path / "crashed"  # the disk as a crash at this moment would leave it
-    shutil.copytree(h.settings.data_dir, crashed, ignore=shutil.ignore_patterns("jobs.lock"))
+    shutil.copytree(h.settings.data_dir, crashed)
     store = new_store(crashed)
     await store.open(NOW)
     try:
