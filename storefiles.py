@@ -98,13 +98,12 @@ def journal_generations(directory: Path, *, strict: bool = True) -> list[int]:
     for name in os.listdir(directory):
         if name.startswith(JOURNAL_PREFIX) and name[len(JOURNAL_PREFIX) :].isdigit():
             generation = int(name[len(JOURNAL_PREFIX) :])
-            if name != journal_name(generation) and not strict:
-                continue
-            if name != journal_name(generation):
+            if name == journal_name(generation):
+                found.append(generation)
+            elif strict:
                 raise CorruptStore(
                     f"{directory / name} is not a journal name jobq writes ({journal_name(generation)}); {UNTOUCHED}"
                 )
-            found.append(generation)
     return sorted(found)
 
 
@@ -130,10 +129,11 @@ def check_generations(directory: Path, snapshot: int | None, journals: list[int]
 
     What a crash can leave: the snapshot, then the journals it was not yet
     folded from, numbered on from it without a gap (`snapshot`+1, +2, ...;
-    more than one after failed compactions); and, when it came between a
-    compaction's rename and its unlinks, the last journals it was folded
-    from, numbered on without a gap up to `snapshot` itself. Anything else
-    is `CorruptStore`: a start on it would lose changes."""
+    more than one after failed compactions); and, when it came between the
+    rename of a snapshot (a compaction's or a start's) and its unlinks
+    (oldest first), the last journals it was folded from, numbered on
+    without a gap up to `snapshot` itself (`check_folded` reads them).
+    Anything else is `CorruptStore`: a start on it would lose changes."""
     if snapshot is None:
         if journals:
             raise CorruptStore(

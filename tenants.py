@@ -128,7 +128,7 @@ def check_document(raw: Any) -> None:
         raise TenantsFileError("tenants must be an object")
     hashes: dict[str, str] = {}  # hash -> where it was first seen
     for name, tenant in tenants.items():
-        where = f"tenants.{name}" if TENANT_NAME.match(name) else f"tenants[{name[:40]!r}]"
+        where = f"tenants.{name}" if TENANT_NAME.fullmatch(name) else f"tenants[{name[:40]!r}]"
         if not isinstance(tenant, dict):
             raise TenantsFileError(f"{where} must be an object")
         keys = tenant.get("keys", [])
@@ -210,11 +210,10 @@ class TenantsDoc:
         data = orjson.dumps({"tenants": self.tenants, "admins": self.admins}, option=orjson.OPT_INDENT_2)
         path.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
         atomic_write(FileSystem(), path, [data, b"\n"])
-        os.chmod(path, 0o600)
 
     def add_tenant(self, name: str) -> str:
         """Create tenant `name` with a write key; returns the key (shown once)."""
-        if not TENANT_NAME.match(name):
+        if not TENANT_NAME.fullmatch(name):
             raise TenantsFileError("a tenant name is 1-63 of a-z, 0-9, _ and -, starting with a letter or digit")
         if name in self.tenants:
             raise TenantsFileError(f"tenant {name!r} already exists")

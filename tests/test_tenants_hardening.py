@@ -181,6 +181,10 @@ BAD_FILES: dict[str, tuple[bytes, str]] = {
         "admins[1].hash is also the hash of tenants.acme.keys[0]",
     ),
     "odd-tenant-name": (with_(lambda d: d["tenants"].update({"a\nb": []})), "tenants['a\\nb'] must be an object"),
+    "name-ending-in-newline": (
+        with_(lambda d: d["tenants"].update({"acme\n": []})),
+        "tenants['acme\\n'] must be an object",
+    ),
 }
 
 
@@ -196,6 +200,11 @@ def test_a_bad_tenants_file_names_the_bad_entry_in_one_line(tmp_path: Path, data
     assert "\n" not in message
     with pytest.raises(TenantsFileError):
         TenantRegistry(path, lambda: 0.0)
+
+
+def test_a_tenant_name_ending_in_a_newline_is_refused() -> None:
+    with pytest.raises(TenantsFileError, match="a tenant name is"):
+        TenantsDoc().add_tenant("acme\n")
 
 
 def test_the_good_document_and_omitted_parts_load(tmp_path: Path) -> None:
