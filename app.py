@@ -30,6 +30,7 @@ from auth import AUTH_FAILURES, SESSIONS, make_auth_middleware
 from builtin_handlers import register_builtins
 from clock import Clock, SystemClock
 from config import ConfigError, Settings
+from connlimits import start_http
 from delivery_policy import RetrySchedule
 from errors import CorruptStore, StoreLocked
 from handlers import REGISTRY, Registry
@@ -220,10 +221,8 @@ async def serve(settings: Settings) -> int:
         return 2
     tune_gc()
     app = create_app(settings, store, clock, tenants=tenants, session_codec=session_codec)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
-    await site.start()
+    # Connection limits, header and keep-alive timeouts, parser-error pages (connlimits.py).
+    runner, _ = await start_http(app, settings, settings.host, settings.port)
     url = f"http://{settings.host}:{settings.port}"
     print(f"jobq listening on {url} (data in {settings.data_dir.resolve()})", flush=True)
     if demo_key:

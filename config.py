@@ -161,6 +161,16 @@ class Settings:
     alert_url: str | None = None
     alert_secret: Secret | None = None
     dlq_alert_seconds: float = 300.0
+    # Connections (issue 8): open sockets at once; seconds a client may take to
+    # send a request's headers (from connecting, or from its first byte after
+    # an idle keep-alive); idle seconds between requests on one connection.
+    max_connections: int = 1024
+    header_timeout_seconds: float = 10.0
+    keepalive_timeout_seconds: float = 75.0
+    # A request body must be complete within this many seconds and, after its
+    # first second, arrive at no less than this average rate.
+    body_timeout_seconds: float = 30.0
+    body_min_bytes_per_second: int = 1024
     # Records at this level and above go to stderr, as text lines or JSON objects (logsetup.py).
     log_level: str = "INFO"
     log_format: str = "text"
@@ -208,6 +218,11 @@ class Settings:
             alert_url=_alert_url(env),
             alert_secret=_alert_secret(env),
             dlq_alert_seconds=_float(env, "JOBQ_DLQ_ALERT_SECONDS", 300.0),
+            max_connections=_int(env, "JOBQ_MAX_CONNECTIONS", 1024, minimum=1),
+            header_timeout_seconds=_float(env, "JOBQ_HEADER_TIMEOUT_SECONDS", 10.0, minimum=0.01),
+            keepalive_timeout_seconds=_float(env, "JOBQ_KEEPALIVE_TIMEOUT_SECONDS", 75.0, minimum=0.01),
+            body_timeout_seconds=_float(env, "JOBQ_BODY_TIMEOUT_SECONDS", 30.0, minimum=0.01),
+            body_min_bytes_per_second=_int(env, "JOBQ_BODY_MIN_BYTES_PER_SECOND", 1024),
             log_level=_choice(env, "JOBQ_LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
             log_format=_choice(env, "JOBQ_LOG_FORMAT", "text", LOG_FORMATS),
             ws_max_per_tenant=_int(env, "JOBQ_WS_MAX_PER_TENANT", 50, minimum=1),
