@@ -3,7 +3,9 @@
 `X-API-Key` is looked up by hash; a missing or unknown key is a 401 with
 `WWW-Authenticate`. An address that sends more than
 `JOBQ_AUTH_FAILURES_PER_MINUTE` bad keys (through the header or the login
-form) gets 429 until its minute is over.
+form) gets 429 for its further bad keys until its minute is over; a valid key
+from that address still passes (keys are 256-bit random, so the limit is
+there to keep floods cheap, not to stop guessing).
 
 Without `X-API-Key`, the dashboard's session cookie (`sessions.py`)
 authenticates, as long as its key is still in the tenants file. A
@@ -22,6 +24,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from clock import Clock
+from connlimits import refuse_request
 from errors import AuthThrottled, Forbidden, Unauthorized
 from pages import redirect
 from problems import Handler
@@ -85,6 +88,18 @@ def session_principal(request: web.Request, tenants: TenantRegistry, sessions: S
     return tenants.authenticate_hash(key_hash) if key_hash else None
 
 
+def check_failure(request: web.Request, failures: FailureWindow, now: float) -> None:
+    """A bad key from the request's address: recorded, or, past the address's
+    allowance this minute, `AuthThrottled` (429 + Retry-After). Only failed
+    attempts are throttled: a valid key is never looked at here."""
+    address = request.remote or "unknown"
+    wait = failures.blocked_for(address, now)
+    if wait:
+        refuse_request(request, "auth_failures")
+        raise AuthThrottled(f"too many bad API keys from {address}; try again in {wait} s", retry_after=wait)
+    failures.record(address, now)
+
+
 def make_auth_middleware(
     tenants: TenantRegistry, failures: FailureWindow, clock: Clock, sessions: SessionCodec | None = None
 ) -> Middleware:
@@ -97,13 +112,9 @@ def make_auth_middleware(
             return await handler(request)
         key = request.headers.get("X-API-Key")
         if key:
-            address = request.remote or "unknown"
-            wait = failures.blocked_for(address, clock.monotonic())
-            if wait:
-                raise AuthThrottled(f"too many bad API keys from {address}; try again in {wait} s", retry_after=wait)
             principal = tenants.authenticate(key)
             if principal is None:
-                failures.record(address, clock.monotonic())
+                check_failure(request, failures, clock.monotonic())
                 raise Unauthorized("the API key is not known")
             credential = "key"
         else:

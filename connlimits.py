@@ -173,7 +173,7 @@ class GuardedHandler(RequestHandler):
     def data_received(self, data: bytes) -> None:
         if data:
             self.last_activity = self._loop.time()
-            if self._waiting_for_request():
+            if self._request_count == 0 or self._waiting_for_request():
                 self._partial = True
                 if self._header_timer is None:
                     self._start_header_clock()
@@ -184,12 +184,26 @@ class GuardedHandler(RequestHandler):
                 self._header_timer.cancel()
                 self._header_timer = None
 
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        """aiohttp logs, with a traceback, a body whose rest it fails to drain
+        after the answer (a bad gzip the handler never read): a client's fault,
+        logged here in one throttled line."""
+        exc = kw.get("exc_info")
+        if isinstance(exc, web.RequestPayloadError | HttpProcessingError | ConnectionError):
+            if THROTTLE.allow("undrainable_body", self._loop.time()) is not None:
+                logger.warning("action=dropped_connection reason=%s address=%s", type(exc).__name__, self.address)
+            return
+        super().log_exception(*args, **kw)
+
     def _waiting_for_request(self) -> bool:
         return self._waiter is not None and not self._waiter.done()
 
     def is_idle(self) -> bool:
         """Waiting for a request and holding none of it: safe to close."""
-        return self._admitted and not self._partial and self._waiting_for_request()
+        if not self._admitted or self._partial:
+            return False
+        # A connection that never sent a byte is idle even before its task first runs.
+        return self._request_count == 0 or self._waiting_for_request()
 
     def _start_header_clock(self) -> None:
         self._header_count = self._request_count

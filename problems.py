@@ -56,7 +56,11 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         return await handler(request)
     except JobqError as error:
-        return render(error)
+        response = render(error)
+        if getattr(error, "close_connection", False):
+            # E.g. a body too slow or not decodable: draining its rest is pointless.
+            response.force_close()
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

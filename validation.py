@@ -301,9 +301,11 @@ def parse_filter(raw: Any, tenant_id: str | None) -> ListQuery:
     if errors:
         raise ValidationFailed("filter is not valid", errors=errors)
     joined = ",".join(status) if isinstance(status, list) else status
+    # An empty list names no status, so it matches no job (not "any status").
+    statuses = frozenset() if status == [] else parse_statuses(joined, "filter.status")
     return ListQuery(
         tenant_id=tenant_id,
-        statuses=parse_statuses(joined, "filter.status"),
+        statuses=statuses,
         type=raw.get("type") or None,
         q=raw.get("q") or None,
         limit=MAX_LIST_LIMIT,

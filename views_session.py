@@ -15,8 +15,10 @@ import logging
 
 from aiohttp import web
 
-from auth import AUTH_FAILURES, SESSIONS, require_same_origin, session_principal
+from auth import AUTH_FAILURES, SESSIONS, check_failure, require_same_origin, session_principal
+from errors import AuthThrottled
 from pages import redirect, render_page
+from request_body import read_form
 from services import services_of
 from sessions import COOKIE_NAME
 from tenants import hash_key
@@ -55,24 +57,26 @@ async def login_form(request: web.Request) -> web.Response:
 @routes.post("/login")
 async def login(request: web.Request) -> web.Response:
     """Form field `key`. 303 to `/` with the cookie; the form again with 401
-    (bad key), 400 (no key) or 429 + Retry-After (too many bad keys from this
-    address); a 403 problem from another origin."""
+    (bad key), 400 (no key) or 429 + Retry-After (a bad key beyond this
+    address's allowance; a valid key always signs in); a 403 problem from
+    another origin, a 4xx problem for a body that is not a small UTF-8
+    urlencoded form."""
     require_same_origin(request)
     services = services_of(request)
-    failures = request.app[AUTH_FAILURES]
     address = request.remote or "unknown"
-    wait = failures.blocked_for(address, services.clock.monotonic())
-    if wait:
-        message = f"Too many failed sign-ins from this address. Try again in {wait} s."
-        return _form(request, message, 429, {"Retry-After": str(wait)})
-    form = await request.post()
-    raw = form.get("key")
-    key = raw.strip() if isinstance(raw, str) else ""
+    # A form jobq reads itself: small, UTF-8, urlencoded, under the body deadline;
+    # anything else is a problem+json 4xx (request_body.py), never a 500.
+    form = await read_form(request)
+    key = form.get("key", "").strip()
     if not key:
         return _form(request, "Paste an API key.", 400)
     principal = services.tenants.authenticate(key)
     if principal is None:
-        failures.record(address, services.clock.monotonic())
+        try:
+            check_failure(request, request.app[AUTH_FAILURES], services.clock.monotonic())
+        except AuthThrottled as throttled:
+            message = f"Too many failed sign-ins from this address. Try again in {throttled.retry_after} s."
+            return _form(request, message, 429, {"Retry-After": str(throttled.retry_after)})
         logger.info("action=login_failed address=%s", address)
         return _form(request, "That API key is not known.", 401, WWW_AUTHENTICATE)
     codec = request.app[SESSIONS]

@@ -338,14 +338,16 @@ async def test_bad_key_logins_count_toward_the_per_address_429(make_harness: Har
         assert (await post_login(jobq, "jq_wrong")).status == 401
     api = await jobq.client.get("/jobs", headers={"X-API-Key": "jq_wrong"})  # the same window
     assert api.status == 401
-    blocked = await post_login(jobq, jobq.key("acme"))
+    blocked = await post_login(jobq, "jq_wrong_again")
     assert blocked.status == 429
     assert blocked.content_type == "text/html"
     assert int(blocked.headers["Retry-After"]) == 60
     assert COOKIE_NAME not in blocked.cookies
     assert (await jobq.client.get("/jobs", headers={"X-API-Key": "jq_wrong"})).status == 429
-    jobq.clock.advance(60)
+    # Only failed attempts are throttled (issue 8): a valid key still signs in.
     assert (await post_login(jobq, jobq.key("acme"))).status == 303
+    jobq.clock.advance(60)
+    assert (await post_login(jobq, "jq_wrong")).status == 401
 
 
 # ---- the secret ----------------------------------------------------------------
