@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from alerts import DELIVERY_FAILED, LEASE_EXPIRED, Alert, Condition, dlq_condition, reconcile
 from clock import Clock
 from errors import StoreUnavailable
+from health import Health, RoundBackoff
 from models import LEASE_EXPIRED_ERROR, AttemptStatus, Job, Status
 from outbox import FAILED, Delivery, new_delivery
 from store_protocol import Store
@@ -31,6 +32,8 @@ from store_protocol import Store
 logger = logging.getLogger(__name__)
 
 CHECK_SECONDS = 1.0
+TASK = "alert_monitor"  # its name in Health, /readyz and the metrics
+STALL_SECONDS = 30.0  # a look every second, at most 5 s apart after failures
 
 
 class AlertMonitor:
@@ -42,12 +45,14 @@ class AlertMonitor:
         tenant_names: Callable[[], list[str]],
         dlq_alert_seconds: float,
         alert_url: str | None = None,
+        health: Health | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.tenant_names = tenant_names
         self.dlq_alert_seconds = dlq_alert_seconds
         self.alert_url = alert_url
+        self.health = health if health is not None else Health(clock.monotonic)
         self._dlq_since: dict[str, datetime] = {}
         self._lease_expired: dict[str, Condition] = {}  # seen by the listener, not yet raised
         store.subscribe(self._on_change)
@@ -136,15 +141,26 @@ class AlertMonitor:
         ]
 
     async def run(self) -> None:
-        """Check every `CHECK_SECONDS` until cancelled."""
+        """Check every `CHECK_SECONDS` until cancelled. A look that raises is
+        logged, counted in `Health` and retried after `RoundBackoff` (never
+        sooner than `CHECK_SECONDS`); one the store refused only logged."""
+        self.health.task_started(TASK, STALL_SECONDS)
+        backoff = RoundBackoff()
+        pause = CHECK_SECONDS
         while True:
-            await asyncio.sleep(CHECK_SECONDS)
+            await asyncio.sleep(pause)
             try:
                 await self.check()
             except StoreUnavailable as exc:
                 logger.error("action=alert_check_failed error=%s", exc)
             except Exception:
-                logger.exception("action=alert_check_crashed")
+                logger.exception("action=alert_monitor_round_failed")
+                self.health.task_error(TASK)
+                pause = max(CHECK_SECONDS, backoff.failed())
+                continue
+            backoff.succeeded()
+            pause = CHECK_SECONDS
+            self.health.progress(TASK)
 
 
 def _lease_condition(job_id: str, tenant_id: str, attempt: int, worker_id: str) -> Condition:

@@ -8,14 +8,14 @@ entry point and by the tests alike. Nothing imports this module.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from datetime import datetime
+from typing import Any
 
 from aiohttp import web
 
@@ -25,6 +25,7 @@ import views_jobs
 import views_metrics
 import views_session
 import views_ws
+from alert_monitor import TASK as ALERTS_TASK
 from alert_monitor import AlertMonitor
 from auth import AUTH_FAILURES, SESSIONS, make_auth_middleware
 from builtin_handlers import register_builtins
@@ -44,7 +45,9 @@ from sessions import SessionCodec, SessionSecretError
 from store import JsonStore
 from store_protocol import Store
 from tenants import TenantRegistry, TenantsDoc, TenantsFileError
+from webhooks import TASK as SENDER_TASK
 from webhooks import DeliverySender, SenderLimits
+from worker import TASK as WORKER_TASK
 from worker import Worker
 
 logger = logging.getLogger("jobq")
@@ -96,9 +99,10 @@ def create_app(
         concurrency=settings.worker_concurrency,
         lease_seconds=settings.lease_seconds,
         retention_seconds=settings.retention_days * 86400.0,
+        health=services.health,
     )
     app[WORKER] = worker
-    sender = make_sender(settings, store, clock, tenants)
+    sender = make_sender(settings, store, clock, tenants, services.health)
     app[SENDER] = sender
     app[ALERTS] = AlertMonitor(
         store,
@@ -106,6 +110,7 @@ def create_app(
         tenant_names=tenants.tenant_names,
         dlq_alert_seconds=settings.dlq_alert_seconds,
         alert_url=settings.alert_url,
+        health=services.health,
     )
     views_ws.setup_live(app, store, clock)
 
@@ -115,23 +120,21 @@ def create_app(
         await store.close()
 
     async def run_worker_loop(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.get_running_loop().create_task(worker.run(), name="jobq-worker")
+        task = start_background(services, worker.run(), WORKER_TASK)
         yield
         services.shutting_down = True
         await worker.stop(settings.shutdown_grace_seconds)
-        await task
+        await asyncio.wait([task])  # one that died was logged when it did
 
     async def run_outbox(app: web.Application) -> AsyncIterator[None]:
-        loop = asyncio.get_running_loop()
-        monitor = loop.create_task(app[ALERTS].run(), name="jobq-alerts")
-        sending = loop.create_task(sender.run(), name="jobq-sender") if settings.webhook_concurrency else None
+        tasks = [start_background(services, app[ALERTS].run(), ALERTS_TASK)]
+        if settings.webhook_concurrency:
+            tasks.append(start_background(services, sender.run(), SENDER_TASK))
         yield
-        monitor.cancel()
+        services.shutting_down = True  # the first cleanup step: these tasks end as expected now
+        tasks[0].cancel()
         await sender.stop(min(settings.shutdown_grace_seconds, settings.webhook_timeout_seconds))
-        for task in (monitor, sending):
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await asyncio.wait(tasks)
 
     app.cleanup_ctx.append(close_store)
     if run_worker:
@@ -141,7 +144,29 @@ def create_app(
     return app
 
 
-def make_sender(settings: Settings, store: Store, clock: Clock, tenants: TenantRegistry) -> DeliverySender:
+def start_background(services: Services, loop_coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+    """Run a background loop as a task named `jobq-<name>`. When it ends, its
+    `Health` state says why (`/readyz` names it); an end before shutdown
+    is logged as an error, with the exception's traceback if it raised."""
+
+    def ended(task: asyncio.Task[None]) -> None:
+        error = None if task.cancelled() else task.exception()
+        reason = f"{type(error).__name__}: {error}" if error is not None else "returned"
+        if task.cancelled():
+            reason = "cancelled"
+        services.health.task_stopped(name, reason)
+        if not services.shutting_down:
+            exc_info = (type(error), error, error.__traceback__) if error is not None else None
+            logger.error("action=background_task_died task=%s reason=%s", name, reason, exc_info=exc_info)
+
+    task = asyncio.get_running_loop().create_task(loop_coro, name=f"jobq-{name}")
+    task.add_done_callback(ended)
+    return task
+
+
+def make_sender(
+    settings: Settings, store: Store, clock: Clock, tenants: TenantRegistry, health: Health | None = None
+) -> DeliverySender:
     """The webhook sender: tenants' secrets from the tenants file, the alert
     secret from the settings."""
 
@@ -160,6 +185,7 @@ def make_sender(settings: Settings, store: Store, clock: Clock, tenants: TenantR
             allow_private=settings.allow_private_urls,
         ),
         operator_secret=settings.alert_secret.reveal() if settings.alert_secret else None,
+        health=health,
     )
 
 

@@ -27,6 +27,7 @@ class TaskState:
     stall_seconds: float  # no progress for this long while running: not ready
     last_progress: float
     errors: int = 0
+    failing_since: float | None = None  # every round since then raised
     running: bool = False
     stopped_reason: str | None = None
 
@@ -46,32 +47,58 @@ class Health:
         self.tasks[name] = TaskState(name, stall_seconds, self.monotonic(), running=True)
 
     def progress(self, name: str) -> None:
-        """The loop `name` finished a round (successfully or not): it is alive."""
+        """The loop `name` finished a round: it is alive, and no longer failing."""
         state = self.tasks.get(name)
         if state is not None:
             state.last_progress = self.monotonic()
+            state.failing_since = None
 
     def task_error(self, name: str) -> None:
+        """A round of `name` raised: counted; the loop is alive but failing."""
         state = self.tasks.get(name)
         if state is not None:
             state.errors += 1
+            state.last_progress = self.monotonic()
+            if state.failing_since is None:
+                state.failing_since = state.last_progress
 
     def task_stopped(self, name: str, reason: str) -> None:
-        state = self.tasks.get(name)
-        if state is not None:
-            state.running = False
-            state.stopped_reason = reason
+        state = self.tasks.setdefault(name, TaskState(name, 0.0, self.monotonic()))  # even one that never began
+        state.running = False
+        state.stopped_reason = reason
 
     def problems(self, expected_running: bool = True) -> list[str]:
-        """A sentence for each background task that died or stopped making progress."""
+        """A sentence for each background task that died, has failed every
+        round for longer than its `stall_seconds`, or made no progress that long."""
         now = self.monotonic()
         found = []
         for state in self.tasks.values():
             if not state.running:
                 if expected_running:
                     found.append(f"background task {state.name} stopped: {state.stopped_reason}")
+            elif state.failing_since is not None and now - state.failing_since > state.stall_seconds:
+                found.append(
+                    f"background task {state.name} failing every round for {now - state.failing_since:.0f} s"
+                )
             elif now - state.last_progress > state.stall_seconds:
                 found.append(
                     f"background task {state.name} made no progress for {now - state.last_progress:.0f} s"
                 )
         return found
+
+
+@dataclass
+class RoundBackoff:
+    """How long a background loop waits after a round that raised: `first`
+    seconds, doubling up to `cap`; a good round starts it over."""
+
+    first: float = 0.1
+    cap: float = 5.0
+    current: float = 0.0
+
+    def failed(self) -> float:
+        self.current = self.first if self.current == 0.0 else min(self.cap, self.current * 2)
+        return self.current
+
+    def succeeded(self) -> None:
+        self.current = 0.0

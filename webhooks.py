@@ -18,12 +18,14 @@ restart, with the same `webhook-id` for the receiver to drop the copy.
 
 Finite modes for tests, like the worker's: `run_once()` starts the due
 deliveries; `run_until_idle()` repeats until none is due or being sent;
-`run()` is the service loop.
+`run()` is the service loop; a round of it that raises is logged, counted in
+`Health` and tried again after a backoff, and each round reports progress.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -37,6 +39,7 @@ import orjson
 from clock import Clock
 from delivery_policy import Decision, RetrySchedule, decide
 from errors import StoreUnavailable
+from health import Health, RoundBackoff
 from models import format_ts
 from outbound import MAX_BODY, AddressRefused, OutboundError, Response, guarded_session, retry_after_seconds, send
 from outbox import DELIVERED, PENDING, Delivery
@@ -48,6 +51,8 @@ logger = logging.getLogger(__name__)
 MAX_IDLE_WAIT_SECONDS = 1.0
 WRITE_FAILED_HOLD_SECONDS = 5.0  # a delivery whose outcome could not be written waits this long
 USER_AGENT = "jobq-webhooks/1"
+TASK = "webhook_sender"  # its name in Health, /readyz and the metrics
+STALL_SECONDS = 30.0  # a round is quick (sends run in their own tasks) and comes at least every second
 
 SecretsFn = Callable[[str, datetime], list[str]]
 
@@ -75,6 +80,7 @@ class DeliverySender:
         schedule: RetrySchedule,
         limits: SenderLimits,
         operator_secret: str | None = None,
+        health: Health | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -82,12 +88,14 @@ class DeliverySender:
         self.schedule = schedule
         self.limits = limits
         self.operator_secret = operator_secret
+        self.health = health if health is not None else Health(clock.monotonic)
         self._sending: dict[str, asyncio.Task[None]] = {}
         self._lane_busy: Counter[str | None] = Counter()
         self._held: dict[str, float] = {}  # delivery id -> monotonic time it may be tried again
         self._sessions: dict[bool, aiohttp.ClientSession] = {}
         self._wake = asyncio.Event()
         self._stopping = False
+        self._stop_requested = asyncio.Event()  # ends a backoff early; new deliveries do not
         store.subscribe_deliveries(self._on_change)
 
     def _on_change(self, delivery: Delivery) -> None:
@@ -138,14 +146,27 @@ class DeliverySender:
                 return
 
     async def run(self) -> None:
-        """The service loop, until `stop()`."""
+        """The service loop, until `stop()`. A round that raises is retried
+        after `RoundBackoff` (0.1 s doubling to 5 s, real time)."""
         logger.info("action=sender_start concurrency=%d", self.limits.concurrency)
+        self.health.task_started(TASK, STALL_SECONDS)
+        backoff = RoundBackoff()
         while not self._stopping:
             self._wake.clear()
-            self.run_once()
+            try:
+                self.run_once()
+                wait = self._idle_wait()
+            except Exception:
+                logger.exception("action=webhook_sender_round_failed")
+                self.health.task_error(TASK)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop_requested.wait(), backoff.failed())
+                continue
+            backoff.succeeded()
+            self.health.progress(TASK)
             if self._wake.is_set():
                 continue
-            timer = asyncio.get_running_loop().call_later(self._idle_wait(), self._wake.set)
+            timer = asyncio.get_running_loop().call_later(wait, self._wake.set)
             await self._wake.wait()
             timer.cancel()
 
@@ -161,6 +182,7 @@ class DeliverySender:
         """Start nothing more; give sends in flight `grace_seconds`, then cancel
         them (their deliveries stay pending and go out after a restart)."""
         self._stopping = True
+        self._stop_requested.set()
         self._wake.set()
         tasks = list(self._sending.values())
         if tasks:

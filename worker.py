@@ -4,12 +4,16 @@ per-attempt timeouts and settles each attempt.
 
 Finite modes for tests (arq's burst mode): `run_once()` does one round of
 maintenance and claiming; `run_until_idle()` repeats it until nothing is due or
-running; `run()` is the service loop, woken at once by new work.
+running; `run()` is the service loop, woken at once by new work. A round of
+`run()` that raises is logged with its traceback, counted in `Health` and
+tried again after a backoff; each round reports progress, so `/readyz` can
+name a loop that stalls.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -22,6 +26,7 @@ from clock import Clock
 from errors import StaleAttempt, StoreUnavailable
 from execution import execute
 from handlers import Context, Registry
+from health import Health, RoundBackoff
 from models import CLAIMABLE, Failed, Interrupted, Job, Outcome, Status
 from store_protocol import Store
 
@@ -30,6 +35,10 @@ logger = logging.getLogger(__name__)
 MAINTAIN_EVERY_SECONDS = 1.0
 PURGE_EVERY_SECONDS = 60.0
 MAX_IDLE_WAIT_SECONDS = 1.0
+TASK = "worker"  # its name in Health, /readyz and the metrics
+# Not ready after this long without a round: it waits at most MAX_IDLE_WAIT_SECONDS
+# between rounds and 5 s after a failed one, so only a round stuck this long trips it.
+STALL_SECONDS = 30.0
 
 
 @functools.cache
@@ -60,6 +69,7 @@ class Worker:
         lease_seconds: float = 30.0,
         retention_seconds: float = 7 * 86400.0,
         worker_id: str | None = None,
+        health: Health | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -68,10 +78,12 @@ class Worker:
         self.lease_seconds = lease_seconds
         self.retention_seconds = retention_seconds
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.health = health if health is not None else Health(clock.monotonic)
         self._running: dict[str, _Running] = {}  # attempts whose handler runs now, by job id
         self._settling: set[asyncio.Task[None]] = set()  # attempts whose outcome is being written
         self._wake = asyncio.Event()
         self._stopping = False
+        self._stop_requested = asyncio.Event()  # ends a backoff early; new work does not
         self._last_maintain = float("-inf")
         self._last_purge = float("-inf")
         store.subscribe(self._on_change)
@@ -150,14 +162,27 @@ class Worker:
         return [r.task for r in self._running.values() if r.task is not None] + list(self._settling)
 
     async def run(self) -> None:
-        """The service loop, until `stop()`."""
+        """The service loop, until `stop()`. A round that raises is retried
+        after `RoundBackoff` (0.1 s doubling to 5 s, real time)."""
         logger.info("action=worker_start workerId=%s concurrency=%d", self.worker_id, self.concurrency)
+        self.health.task_started(TASK, STALL_SECONDS)
+        backoff = RoundBackoff()
         while not self._stopping:
             self._wake.clear()
-            await self.run_once()
+            try:
+                await self.run_once()
+                wait = self._idle_wait()
+            except Exception:
+                logger.exception("action=worker_round_failed workerId=%s", self.worker_id)
+                self.health.task_error(TASK)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop_requested.wait(), backoff.failed())
+                continue
+            backoff.succeeded()
+            self.health.progress(TASK)
             if self._wake.is_set():
                 continue
-            timer = asyncio.get_running_loop().call_later(self._idle_wait(), self._wake.set)
+            timer = asyncio.get_running_loop().call_later(wait, self._wake.set)
             await self._wake.wait()
             timer.cancel()
 
@@ -175,6 +200,7 @@ class Worker:
         """Stop claiming, give running attempts `grace_seconds` to finish, then
         release the rest as `interrupted` (back to queued, not counted)."""
         self._stopping = True
+        self._stop_requested.set()
         self._wake.set()
         tasks = self._tasks()
         if tasks:
