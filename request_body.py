@@ -21,10 +21,12 @@ import math
 from urllib.parse import parse_qsl
 
 from aiohttp import web
+from aiohttp.http import HttpVersion11
 from aiohttp.http_exceptions import HttpProcessingError
 
 from connlimits import refuse_request
 from errors import BadRequest, JobqError, PayloadTooLarge, UnsupportedMediaType
+from problems import problem_response
 from services import services_of
 
 GRACE_SECONDS = 1.0
@@ -33,6 +35,7 @@ UTF8 = frozenset({"utf-8", "utf8"})
 FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_FORM_BYTES = 16 * 1024
 MAX_FORM_FIELDS = 20
+CONTINUE_DEFERRED = web.RequestKey("jobq.continue_deferred", bool)
 
 
 class BodyTimeout(JobqError):
@@ -46,6 +49,19 @@ class BodyUndecodable(BadRequest):
     """The body is not what its Content-Encoding says; the rest of it is not read."""
 
     close_connection = True
+
+
+async def defer_continue(request: web.Request) -> web.StreamResponse | None:
+    """The `expect_handler` of routes that read a body: aiohttp's default sends
+    "100 Continue" before any middleware, inviting the body of a request that
+    will be refused for its key. Here it is sent by `read_body`, once the key
+    has passed; other expectations get a 417 that does not repeat them."""
+    if request.version != HttpVersion11:
+        return None
+    if request.headers.get("Expect", "").lower() == "100-continue":
+        request[CONTINUE_DEFERRED] = True
+        return None
+    return problem_response(417, "expectation-failed", "Expectation failed", "only Expect: 100-continue is supported")
 
 
 def check_coding(request: web.Request) -> None:
@@ -73,6 +89,10 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
     if declared is not None and declared > max_bytes:
         refuse_request(request, "body_too_large")
         raise PayloadTooLarge(f"the request body is {declared} bytes; the limit is {max_bytes}")
+    if request.get(CONTINUE_DEFERRED):
+        request[CONTINUE_DEFERRED] = False
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # as aiohttp does: the answer proper has not started
     loop = asyncio.get_running_loop()
     start = loop.time()
     end = start + settings.body_timeout_seconds

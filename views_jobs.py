@@ -28,7 +28,7 @@ from errors import (
 )
 from idempotency import idem_request
 from models import Job, ListQuery, NewJob, Status
-from request_body import check_utf8, read_body
+from request_body import check_utf8, defer_continue, read_body
 from services import Services, services_of
 from store_protocol import SubmitResult, jobs_as_api
 from validation import parse_batch, parse_filter, parse_list_query, parse_submit
@@ -124,7 +124,7 @@ async def _submit(request: web.Request, parse: Any) -> tuple[SubmitResult, dict[
     return result, headers
 
 
-@routes.post("/jobs")
+@routes.post("/jobs", expect_handler=defer_continue)
 async def submit_job(request: web.Request) -> web.Response:
     result, headers = await _submit(request, lambda *a: [parse_submit(*a)])
     body = result.bodies[0]
@@ -132,7 +132,7 @@ async def submit_job(request: web.Request) -> web.Response:
     return json_response(body, status=result.status_code, headers=headers)
 
 
-@routes.post("/jobs/batch")
+@routes.post("/jobs/batch", expect_handler=defer_continue)
 async def submit_batch(request: web.Request) -> web.Response:
     result, headers = await _submit(request, parse_batch)
     return json_response({"jobs": result.bodies}, status=result.status_code, headers=headers)
@@ -228,7 +228,7 @@ async def retry_job(request: web.Request) -> web.Response:
     return await _operator_action(request, "retry")
 
 
-@routes.post("/jobs/bulk")
+@routes.post("/jobs/bulk", expect_handler=defer_continue)
 async def bulk(request: web.Request) -> web.Response:
     services = services_of(request)
     principal = require_writer(request)

@@ -18,7 +18,7 @@ from aiohttp import web
 from auth import AUTH_FAILURES, SESSIONS, check_failure, require_same_origin, session_principal
 from errors import AuthThrottled
 from pages import redirect, render_page
-from request_body import read_form
+from request_body import defer_continue, read_form
 from services import services_of
 from sessions import COOKIE_NAME
 from tenants import hash_key
@@ -54,7 +54,7 @@ async def login_form(request: web.Request) -> web.Response:
     return _form(request, None, 200)
 
 
-@routes.post("/login")
+@routes.post("/login", expect_handler=defer_continue)
 async def login(request: web.Request) -> web.Response:
     """Form field `key`. 303 to `/` with the cookie; the form again with 401
     (bad key), 400 (no key) or 429 + Retry-After (a bad key beyond this

@@ -291,6 +291,28 @@ async def test_a_bad_key_gets_401_before_the_body_is_read(make_live: LiveFactory
     assert_problem(status, headers, body, 401)
 
 
+async def test_expect_100_continue_is_sent_only_once_the_key_is_known(make_live: LiveFactory) -> None:
+    live = await make_live()
+    expect = {"Content-Length": str(len(JOB)), "Expect": "100-continue"}
+    reader, writer = await live.connect()
+    writer.write(live.post("/jobs", b"", "jq_not_a_key", **expect))
+    status, headers, body = await read_response(reader, 2)  # a final answer, not "100 Continue"
+    writer.close()
+    assert_problem(status, headers, body, 401)
+
+    reader, writer = await live.connect()
+    writer.write(live.post("/jobs", b"", live.keys.acme, **expect))
+    assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(JOB)
+    status, _, body = await read_response(reader, 2)
+    writer.close()
+    assert status == 201, body
+
+    status, headers, body = await live.request(live.post("/jobs", JOB, live.keys.acme, Expect=f"x-{live.keys.acme}"))
+    assert_problem(status, headers, body, 417)
+    assert live.keys.acme.encode() not in body
+
+
 async def test_a_declared_length_over_the_limit_is_413_before_any_byte_of_it(make_live: LiveFactory) -> None:
     live = await make_live()
     reader, writer = await live.connect()
