@@ -152,9 +152,8 @@ class GuardedHandler(RequestHandler):
         if not self._guard.admit(self):
             self._force_close = True  # data_received ignores anything that still arrives
             note_refusal(self._guard.health, "connection_limit", self.address, f"open={len(self._guard.open)}")
-            writable = transport
-            if isinstance(writable, asyncio.Transport):
-                writable.write(REFUSAL_503)
+            if isinstance(transport, asyncio.Transport):
+                transport.write(REFUSAL_503)
             transport.close()
             return
         self._admitted = True

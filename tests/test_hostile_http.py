@@ -28,8 +28,8 @@ from aiohttp import web
 
 from app import create_app, make_json_store, tune_gc
 from clock import FakeClock
-from config import Settings
-from connlimits import start_http
+from config import ConfigError, Settings
+from connlimits import LogThrottle, start_http
 from handlers import Registry
 from services import SERVICES
 from tenants import TenantRegistry
@@ -146,6 +146,47 @@ def assert_problem(status: int, headers: dict[str, str], body: bytes, expected: 
 # ---- 1. connections ---------------------------------------------------------------
 
 
+def test_refusal_log_lines_are_throttled_per_kind_and_say_how_many_were_left_out() -> None:
+    throttle = LogThrottle(interval=10)
+    assert throttle.allow("header_timeout", 100.0) == 0
+    assert throttle.allow("header_timeout", 101.0) is None
+    assert throttle.allow("connection_limit", 101.0) == 0  # each kind has its own interval
+    assert throttle.allow("header_timeout", 109.9) is None
+    assert throttle.allow("header_timeout", 110.0) == 2
+    assert throttle.allow("header_timeout", 125.0) == 0
+
+
+def test_connection_settings_come_from_the_environment() -> None:
+    env = {
+        "JOBQ_MAX_CONNECTIONS": "50",
+        "JOBQ_HEADER_TIMEOUT_SECONDS": "2.5",
+        "JOBQ_KEEPALIVE_TIMEOUT_SECONDS": "30",
+        "JOBQ_BODY_TIMEOUT_SECONDS": "12",
+        "JOBQ_BODY_MIN_BYTES_PER_SECOND": "0",
+    }
+    settings = Settings.from_env(env)
+    assert (settings.max_connections, settings.header_timeout_seconds, settings.keepalive_timeout_seconds) == (
+        50,
+        2.5,
+        30.0,
+    )
+    assert (settings.body_timeout_seconds, settings.body_min_bytes_per_second) == (12.0, 0)
+    defaults = Settings.from_env({})
+    assert (defaults.max_connections, defaults.header_timeout_seconds, defaults.keepalive_timeout_seconds) == (
+        1024,
+        10.0,
+        75.0,
+    )
+    assert (defaults.body_timeout_seconds, defaults.body_min_bytes_per_second) == (30.0, 1024)
+    for name, bad in [
+        ("JOBQ_MAX_CONNECTIONS", "0"),
+        ("JOBQ_HEADER_TIMEOUT_SECONDS", "0"),
+        ("JOBQ_BODY_TIMEOUT_SECONDS", "x"),
+    ]:
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({name: bad})
+
+
 async def test_a_silent_socket_is_closed_at_the_header_timeout(make_live: LiveFactory) -> None:
     live = await make_live(header_timeout_seconds=0.5)
     reader, writer = await live.connect()
@@ -197,7 +238,7 @@ async def test_a_flood_of_sockets_is_capped_and_a_normal_client_is_still_served(
         data_dir,
         data_dir / "tenants.json",
         JOBQ_MAX_CONNECTIONS="20",
-        JOBQ_HEADER_TIMEOUT_SECONDS="1",
+        JOBQ_HEADER_TIMEOUT_SECONDS="2",
     )
     await server.start(session)
     port = int(server.url.rsplit(":", 1)[1])
@@ -209,6 +250,7 @@ async def test_a_flood_of_sockets_is_capped_and_a_normal_client_is_still_served(
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: a")
             sockets.append((reader, writer))
+            await asyncio.sleep(0.02)  # the server has read the bytes: no longer an idle socket
         waits = await asyncio.gather(*(closed_within(r, 0.5) for r, _ in sockets))
         refused = [w for w in waits if w is not None]
         assert len(refused) >= 10, waits
