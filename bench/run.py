@@ -1,6 +1,6 @@
 """`make bench`: run the benchmarks of SPEC §12 and print a Markdown table.
 
-    .venv/bin/python -m bench.run [--quick] [--only NAME ...] [--output PATH]
+    .venv/bin/python -m bench.run [--quick] [--only NAME ...] [--soak-seconds S] [--output PATH]
 
 The table is also written to bench-results/results.md (results-quick.md for
 `--quick`), headed by the command and the machine that produced it.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import platform
@@ -29,10 +30,14 @@ RESULTS_DIR = ROOT / "bench-results"
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smaller counts: a smoke run of under a minute")
+    parser.add_argument("--quick", action="store_true", help="smaller counts: a smoke run of a few minutes")
     parser.add_argument(
         "--only", action="append", choices=sorted(SCENARIOS), metavar="NAME",
         help=f"run only this benchmark (repeatable): {', '.join(SCENARIOS)}",
+    )
+    parser.add_argument(
+        "--soak-seconds", type=float, metavar="S",
+        help="how long the soak runs (default 600, 60 with --quick); its slope is taken over the second half",
     )
     parser.add_argument("--output", type=Path, help="where to write the Markdown (default: bench-results/results.md)")
     return parser.parse_args(argv)
@@ -66,7 +71,8 @@ def load_average() -> str:
 def preamble(argv: list[str], plan: Plan, seconds: float, load_before: str) -> list[str]:
     command = " ".join([".venv/bin/python -m bench.run", *argv])
     return [
-        f"Command: `{command}` (`make bench` runs it without arguments); {'quick' if plan is QUICK else 'full'} run, "
+        f"Command: `{command}` (`make bench` runs it without arguments); "
+        f"{'quick' if plan.levels == QUICK.levels else 'full'} run, "
         f"{seconds:.0f} s.",
         f"Machine: {os.cpu_count()} x {cpu_model()}, Python {platform.python_version()}, "
         f"{platform.system()} {platform.release()}; jobq {git_revision()}; "
@@ -93,6 +99,8 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="bench: %(message)s", stream=sys.stderr)
     args = parse_args(argv)
     plan = QUICK if args.quick else FULL
+    if args.soak_seconds is not None:
+        plan = dataclasses.replace(plan, soak_seconds=args.soak_seconds)
     output = args.output or RESULTS_DIR / ("results-quick.md" if args.quick else "results.md")
     started, load_before = time.perf_counter(), load_average()
     rows = asyncio.run(run(plan, args.only or list(SCENARIOS)))

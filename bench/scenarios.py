@@ -27,8 +27,11 @@ from bench.client import (
     wait_until_drained,
 )
 from bench.live import live_drain, live_latency
+from bench.neighbours import noisy_neighbour
+from bench.payload_memory import payload_memory
 from bench.report import Row
 from bench.server import Server, fresh_server, temp_server
+from bench.soak import soak
 from bench.stats import count, ms, percentile, rate
 from bench.webhooks import webhook_drain
 
@@ -53,15 +56,20 @@ class Plan:
     drain_jobs: int
     pickup_samples: int
     memory_jobs: int
+    payload_jobs: tuple[int, int]  # retained jobs for the memory per job: small payloads, 60 KB ones
+    neighbour_seconds: float  # each phase of the noisy-neighbour measurement
+    soak_seconds: float  # the soak's length (`--soak-seconds`)
 
 
 FULL = Plan(
     levels=(1_000, 10_000, 100_000), requests=((1, 2_000), (50, 10_000)), warmup=200, time_cap=60.0,
     drain_jobs=20_000, pickup_samples=300, memory_jobs=100_000,
+    payload_jobs=(20_000, 2_000), neighbour_seconds=15.0, soak_seconds=600.0,
 )
 QUICK = Plan(
     levels=(1_000, 10_000), requests=((1, 300), (50, 1_500)), warmup=50, time_cap=10.0,
     drain_jobs=2_000, pickup_samples=50, memory_jobs=10_000,
+    payload_jobs=(5_000, 500), neighbour_seconds=5.0, soak_seconds=60.0,
 )
 
 
@@ -288,4 +296,7 @@ SCENARIOS: dict[str, Scenario] = {
     "live": live_latency,
     "live-drain": live_drain,
     "webhook-drain": webhook_drain,
+    "payload-memory": payload_memory,
+    "neighbour": noisy_neighbour,
+    "soak": soak,
 }

@@ -13,7 +13,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -33,18 +33,21 @@ class ServerError(RuntimeError):
     """The server did not start, or exited on its own."""
 
 
-def write_tenants(path: Path) -> str:
-    """A tenants file with one tenant whose limits never bind; returns its key."""
+def write_tenants(path: Path, names: Sequence[str] = (TENANT,)) -> dict[str, str]:
+    """A tenants file with tenants whose limits never bind; returns their keys by name."""
     doc = TenantsDoc()
-    key = doc.add_tenant(TENANT)
-    doc.tenants[TENANT]["limits"] = {
-        "maxRunning": 10_000,
-        "submitPerMinute": UNLIMITED,
-        "submitBurst": UNLIMITED,
-        "maxQueued": UNLIMITED,
-    }
+    keys = {}
+    for name in names:
+        keys[name] = doc.add_tenant(name)
+        doc.tenants[name]["limits"] = {
+            "maxRunning": 10_000,
+            "submitPerMinute": UNLIMITED,
+            "submitBurst": UNLIMITED,
+            "maxQueued": UNLIMITED,
+            "maxStoredBytes": UNLIMITED * 1000,
+        }
     doc.write(path)
-    return key
+    return keys
 
 
 def free_port() -> int:
@@ -56,12 +59,14 @@ def free_port() -> int:
 class Server:
     """`python app.py` over one data directory; can be stopped and started
     again on the same directory (with another worker concurrency). `env`:
-    more settings (JOBQ_* variables) for every start, over the defaults."""
+    more settings (JOBQ_* variables) for every start, over the defaults;
+    `tenants`: more tenants than `bench` (their keys in `keys`)."""
 
-    def __init__(self, data_dir: Path, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, env: Mapping[str, str] | None = None, tenants: Sequence[str] = ()) -> None:
         self.data_dir = data_dir
         self.extra_env = dict(env or {})
-        self.key = write_tenants(data_dir / "tenants.json")
+        self.keys = write_tenants(data_dir / "tenants.json", (TENANT, *tenants))
+        self.key = self.keys[TENANT]
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir.parent / "server.log"
@@ -138,13 +143,13 @@ class Server:
 
 
 @asynccontextmanager
-async def temp_server(env: Mapping[str, str] | None = None) -> AsyncIterator[Server]:
+async def temp_server(env: Mapping[str, str] | None = None, tenants: Sequence[str] = ()) -> AsyncIterator[Server]:
     """A server (not yet started) over a new temp data directory, with the
-    extra settings `env`; stopped and removed afterwards."""
+    extra settings `env` and `tenants`; stopped and removed afterwards."""
     with tempfile.TemporaryDirectory(prefix="jobq-bench-") as tmp:
         data_dir = Path(tmp) / "data"
         data_dir.mkdir()
-        server = Server(data_dir, env)
+        server = Server(data_dir, env, tenants)
         try:
             yield server
         finally:
