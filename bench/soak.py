@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import random
 import statistics
 import time
@@ -169,17 +170,28 @@ def parts(traffic: Traffic, server: Server, hook_url: str) -> list[tuple[float, 
     ]
 
 
-async def sample_rss(server: Server, started: float, deadline: float, samples: list[tuple[float, int]]) -> None:
+@dataclass(frozen=True, slots=True)
+class Sample:
+    seconds: float  # since the load began
+    rss: int  # bytes
+    fds: int  # the server's open file descriptors
+    retained: int  # jobs the tenant has (GET /metrics), -1 if it did not answer
+
+
+async def sample_server(server: Server, traffic: Traffic, started: float, deadline: float, out: list[Sample]) -> None:
     async def one() -> None:
-        samples.append((time.perf_counter() - started, server.rss_bytes()))
+        metrics = await traffic.call("GET", "/metrics", (200,))
+        retained = sum(metrics["counts"].values()) if metrics else -1
+        fds = len(os.listdir(f"/proc/{server.pid}/fd"))
+        out.append(Sample(time.perf_counter() - started, server.rss_bytes(), fds, retained))
 
     await every(SAMPLE_SECONDS, deadline, one)
-    samples.append((time.perf_counter() - started, server.rss_bytes()))
+    await one()
 
 
-def second_half_slope(samples: list[tuple[float, int]], seconds: float) -> float:
+def second_half_slope(samples: list[Sample], seconds: float) -> float:
     """MiB per minute: the least-squares slope of RSS over the samples of the second half."""
-    half = [(t / 60, rss / MIB) for t, rss in samples if t >= seconds / 2]
+    half = [(s.seconds / 60, s.rss / MIB) for s in samples if s.seconds >= seconds / 2]
     if len(half) < 2:
         return float("nan")
     slope, _ = statistics.linear_regression([t for t, _ in half], [m for _, m in half])
@@ -188,7 +200,7 @@ def second_half_slope(samples: list[tuple[float, int]], seconds: float) -> float
 
 async def soak(plan: Plan) -> list[Row]:
     seconds = plan.soak_seconds
-    samples: list[tuple[float, int]] = []
+    samples: list[Sample] = []
     async with temp_server(SERVER_ENV) as server, receiver_for(FAST) as hook:
         assert hook is not None
         await server.start(WORKER_CONCURRENCY)
@@ -197,16 +209,15 @@ async def soak(plan: Plan) -> list[Row]:
             started = time.perf_counter()
             deadline = started + seconds
             async with asyncio.TaskGroup() as group:
-                group.create_task(sample_rss(server, started, deadline, samples))
+                group.create_task(sample_server(server, traffic, started, deadline, samples))
                 for pause, action in parts(traffic, server, hook.url):
                     group.create_task(every(pause, deadline, action))
             messages = sum(v.messages for v in viewers)
-            metrics = await traffic.call("GET", "/metrics", (200,))
             ready = await traffic.call("GET", "/readyz", (200,))
         received = (await hook.stats())["received"]
-    retained = sum(metrics["counts"].values()) if metrics else -1
-    start_mib, end_mib = samples[0][1] / MIB, samples[-1][1] / MIB
-    peak_mib = max(rss for _, rss in samples) / MIB
+    first, last = samples[0], samples[-1]
+    middle = next(s for s in samples if s.seconds >= seconds / 2)
+    peak_mib = max(s.rss for s in samples) / MIB
     slope = second_half_slope(samples, seconds)
     requests = len(traffic.latencies)
     failures = sum(traffic.unexpected.values())
@@ -214,16 +225,17 @@ async def soak(plan: Plan) -> list[Row]:
         f"{seconds:g} s of mixed load on one server (concurrency {WORKER_CONCURRENCY}, retention "
         f"{RETENTION_SECONDS:g} s, purge every 60 s), {VIEWERS} live viewers"
     )
-    trace = ", ".join(f"{t / 60:.1f} min {rss / MIB:.0f}" for t, rss in samples[:: max(1, len(samples) // 12)])
+    trace = ", ".join(f"{s.seconds / 60:.1f} min {s.rss / MIB:.0f}" for s in samples[:: max(1, len(samples) // 12)])
     return [
         Row(
             "soak: server RSS under mixed load", conditions,
-            f"{start_mib:,.0f} → {end_mib:,.0f} MiB", target=f"second-half slope ≤ {SLOPE_LIMIT:g} MiB/min",
-            met=slope <= SLOPE_LIMIT,
+            f"{first.rss / MIB:,.0f} → {last.rss / MIB:,.0f} MiB",
+            target=f"second-half slope ≤ {SLOPE_LIMIT:g} MiB/min", met=slope <= SLOPE_LIMIT,
             notes=(
                 f"slope over the second half {slope:+.2f} MiB/min (least squares, {len(samples)} samples every "
                 f"{SAMPLE_SECONDS:g} s); peak {peak_mib:,.0f} MiB; RSS samples (minutes in: MiB) {trace}; "
-                f"{count(retained)} jobs retained at the end"
+                f"jobs retained at the start, half-way, the end: {count(first.retained)}, {count(middle.retained)}, "
+                f"{count(last.retained)}; open files {first.fds}, {middle.fds}, {last.fds}"
             ),
         ),
         Row(
