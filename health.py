@@ -3,12 +3,14 @@
 `Refusals` counts every request, connection or socket jobq turned away, by
 kind (`body_too_large`, `connection_limit`, `auth_failures`, ...); `/metrics`
 and `/metrics/prometheus` show them, so an operator sees an attack as a number
-rather than a silent wall. `TaskHealth` tracks each background loop (worker,
-webhook sender, alert monitor): when it last made progress and how many of
-its rounds raised, so `/readyz` can name a loop that died or stalled.
+rather than a silent wall. `TaskState` tracks each background loop (worker,
+webhook sender, alert monitor): when it last made progress, how many of its
+rounds raised and since when every round has, so `/readyz` can name a loop
+that died, stalled or keeps failing. `RoundBackoff` is how long such a loop
+waits after a round that raised.
 
-One instance of each per application (`HEALTH` app key, `Health`), never a
-process-wide global: tests run many apps in one process.
+One `Health` per application (`services.health`), never a process-wide
+global: tests run many apps in one process.
 """
 
 from __future__ import annotations
