@@ -175,6 +175,7 @@ class Sample:
     seconds: float  # since the load began
     rss: int  # bytes
     fds: int  # the server's open file descriptors
+    disk: int  # bytes in the data directory (jobs.json and the journal)
     retained: int  # jobs the tenant has (GET /metrics), -1 if it did not answer
 
 
@@ -183,7 +184,8 @@ async def sample_server(server: Server, traffic: Traffic, started: float, deadli
         metrics = await traffic.call("GET", "/metrics", (200,))
         retained = sum(metrics["counts"].values()) if metrics else -1
         fds = len(os.listdir(f"/proc/{server.pid}/fd"))
-        out.append(Sample(time.perf_counter() - started, server.rss_bytes(), fds, retained))
+        disk = sum(entry.stat().st_size for entry in os.scandir(server.data_dir) if entry.is_file())
+        out.append(Sample(time.perf_counter() - started, server.rss_bytes(), fds, disk, retained))
 
     await every(SAMPLE_SECONDS, deadline, one)
     await one()
@@ -235,7 +237,8 @@ async def soak(plan: Plan) -> list[Row]:
                 f"slope over the second half {slope:+.2f} MiB/min (least squares, {len(samples)} samples every "
                 f"{SAMPLE_SECONDS:g} s); peak {peak_mib:,.0f} MiB; RSS samples (minutes in: MiB) {trace}; "
                 f"jobs retained at the start, half-way, the end: {count(first.retained)}, {count(middle.retained)}, "
-                f"{count(last.retained)}; open files {first.fds}, {middle.fds}, {last.fds}"
+                f"{count(last.retained)}; open files {first.fds}, {middle.fds}, {last.fds}; data directory "
+                f"{first.disk / MIB:.1f}, {middle.disk / MIB:.1f}, {last.disk / MIB:.1f} MiB"
             ),
         ),
         Row(
