@@ -16,7 +16,8 @@ unread rest of a body is drained after an answer). What it lacks and
   loop itself never stops;
 - an error page for a request the HTTP parser refuses that is problem+json
   and never echoes the offending bytes (aiohttp's own repeats them, and they
-  may hold an API key or a session cookie), logged without them.
+  may hold an API key or a session cookie). aiohttp's log line for it is kept
+  (its formatter redacts keys and cookies) but throttled like the others.
 
 Every refusal is counted (`Health.refuse`, shown in `/metrics`) and logged at
 most once per `LOG_INTERVAL_SECONDS` per kind, with the number left unlogged.
@@ -259,7 +260,20 @@ class GuardedHandler(RequestHandler):
             )
             kind = ""
         if kind:
-            note_refusal(self._guard.health, kind, self.address, f"status={status} error={type(exc).__name__}")
+            self._guard.health.refuse(kind)
+            suppressed = THROTTLE.allow(kind, self._loop.time())
+            if suppressed is not None:
+                # aiohttp's own line, on its logger, with the parser's exception (which
+                # quotes the bad bytes: logsetup's formatter redacts keys and cookies
+                # in it), but at most once per interval per kind.
+                self.logger.warning(
+                    "Error handling request from %s: kind=%s status=%d suppressed=%d",
+                    self.address,
+                    kind,
+                    status,
+                    suppressed,
+                    exc_info=exc,
+                )
         response = problem_response(status, type_, title, detail)
         response.force_close()
         return response
