@@ -7,7 +7,9 @@ everything before it, in unpadded base64url. The key itself is never in it.
 Tokens are stateless: one stops working when it expires, when the caller finds
 its key hash gone from the tenants file (`TenantRegistry.authenticate_hash`,
 on every request), or when the secret changes. Logging out clears the
-browser's cookie; a copy taken before then stays valid until it expires.
+browser's cookie and closes the live-update sockets opened with that token
+(found by `session_id`); a copy taken before then stays valid until it expires.
+An open socket is checked once a second and closed when its session expires.
 
 The secret is `JOBQ_SESSION_SECRET` when set; otherwise 32 random bytes in
 `session.key` in the data directory, created with mode 0600 on first use and
@@ -23,6 +25,7 @@ import logging
 import os
 import re
 import secrets as pysecrets
+from dataclasses import dataclass
 from pathlib import Path
 
 from clock import Clock
@@ -36,6 +39,20 @@ SECRET_FILE = "session.key"
 SECRET_BYTES = 32
 _VERSION = "v1"
 _TOKEN = re.compile(r"v1\.([0-9a-f]{64})\.([0-9]{1,12})\.([A-Za-z0-9_-]{43})")
+
+
+def session_id(token: str) -> str:
+    """A name for one signed-in session that is not the bearer token itself:
+    what the live-update hub keeps to find a session's sockets at logout."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A genuine, unexpired token's contents."""
+
+    key_hash: str  # sha256:<hex>
+    expires_at: int  # Unix seconds; the token is refused from this second on
 
 
 class SessionSecretError(Exception):
@@ -123,6 +140,11 @@ class SessionCodec:
         """The `sha256:<hex>` key hash of a genuine, unexpired token; None for
         anything else (malformed, another secret's, altered, expired). Whether
         the key still exists is the caller's question."""
+        session = self.read(token)
+        return session.key_hash if session is not None else None
+
+    def read(self, token: str) -> Session | None:
+        """Like `verify`, with the token's expiry."""
         match = _TOKEN.fullmatch(token)
         if match is None:
             return None
@@ -132,4 +154,4 @@ class SessionCodec:
             return None
         if self._clock.now().timestamp() >= int(expires):
             return None
-        return "sha256:" + hex_digest
+        return Session("sha256:" + hex_digest, int(expires))
