@@ -23,6 +23,26 @@ instead of the stream, so the hub's work does not grow with the job rate
 times the number of viewers, and the workers keep their pace (measured by
 `make bench`, `live-drain`). Behind clients cost `publish_job` nothing.
 
+What bounds one viewer's memory (issue 8): its *pending bytes*, the encoded
+messages queued for it (`queued_bytes`, including the one its sender holds)
+plus what its transport has buffered and not yet handed to the kernel
+(`transport.get_write_buffer_size()`: a peer that stops reading fills it,
+since aiohttp waits for the buffer to drain only above its high-water mark).
+A message that would take them past `max_pending_bytes` is not queued: the
+client falls behind, and its snapshot is queued only once its buffer has room
+for it, or is empty. So that it always fits, a snapshot holds as many of
+the newest jobs as fit in half the bound (all `snapshot_jobs` of them unless
+jobs are tens of kilobytes each). A client that stays over the bound for
+`stuck_seconds` is closed (1008) and counted as `ws_slow_reader`.
+
+Every tick also re-checks who each client is (`Access`): its key hash must
+still be in the tenants file (the `authenticate` callable, the registry's
+`authenticate_hash`) and its session unexpired, or the socket is closed with
+4401 (`ws_key_revoked`, `ws_session_expired`); `close_session` closes a
+signed-out session's sockets at once. `reserve` holds a place under the caps
+(`max_per_tenant` for a tenant's keys and sessions, `max_total` for all,
+admins included) before the upgrade.
+
 Messages (JSON text frames):
 - `{"type":"snapshot","counts":{status: n},"jobs":[newest 100, newest first]}`
 - `{"type":"job","job":{...}}` on every status change (and progress report)
@@ -41,6 +61,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -52,6 +73,7 @@ from clock import Clock
 from models import TERMINAL, Job, ListQuery, Status, format_ts
 from outbox import Delivery
 from store_protocol import Store, jobs_as_api
+from tenants import Principal
 from throughput import FinishedCounter
 
 logger = logging.getLogger(__name__)
@@ -62,6 +84,12 @@ MIN_CLIENT_RATE = 10.0  # messages a second a client may always send
 SNAPSHOT_JOBS = 100
 MAX_RESYNC_TICKS = 5  # the longest a client that cannot keep up waits for a snapshot
 TICK_SECONDS = 1.0
+MAX_PER_TENANT = 50  # sockets open at once for one tenant's keys and sessions
+MAX_TOTAL = 1000  # sockets open at once, admins included
+MAX_PENDING_BYTES = 1024 * 1024  # queued + transport-buffered bytes a client may hold
+STUCK_SECONDS = 30.0  # how long a client may stay over that before it is closed
+CLOSE_WAIT_SECONDS = 1.0  # a close the peer does not take in this time aborts the connection
+AUTH_CLOSE = 4401  # "unauthorized": the key was removed or the session ended
 
 Scope = str | None  # a tenant, or None: every tenant
 
@@ -77,6 +105,16 @@ STARTING, LIVE, BEHIND = "starting", "live", "behind"
 Item = bytes | None  # an encoded message, or None: build and send the first snapshot
 
 
+@dataclass(frozen=True, slots=True)
+class Access:
+    """Who a viewer is, as the hub re-checks it every tick."""
+
+    owner: str | None  # the tenant whose place it takes; None: an admin key
+    key_hash: str | None = None  # `sha256:<hex>`, re-authenticated every tick; None: not re-checked
+    session_id: str | None = None  # the signed-in session it came through (`sessions.session_id`)
+    expires_at: float | None = None  # that session's end, Unix seconds
+
+
 @dataclass(eq=False)
 class LiveClient:
     """One connected viewer; `tenant_id` is its scope (None: every tenant)."""
@@ -84,6 +122,8 @@ class LiveClient:
     socket: Socket
     tenant_id: Scope
     queue: asyncio.Queue[Item]
+    access: Access
+    transport: asyncio.WriteTransport | None = None
     label: str = ""
     state: str = STARTING
     resyncs: int = 0  # times it fell behind
@@ -91,7 +131,19 @@ class LiveClient:
     resync_at: int = 0  # the tick at which it gets that snapshot
     last_resync: int = -(10**9)
     sent: int = 0  # messages written to its socket
+    queued_bytes: int = 0  # encoded messages in its queue or held by its sender, not yet written
+    stuck_since: float | None = None  # monotonic: since when it has been over its byte bound
+    closing: bool = False
     sender: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    def buffered(self) -> int:
+        """Bytes its transport holds, written by the sender but not yet taken by the kernel."""
+        transport = self.transport
+        return transport.get_write_buffer_size() if transport is not None and not transport.is_closing() else 0
+
+    @property
+    def pending_bytes(self) -> int:
+        return self.queued_bytes + self.buffered()
 
 
 class LiveHub:
@@ -103,14 +155,28 @@ class LiveHub:
         queue_size: int = QUEUE_SIZE,
         send_budget: float = SEND_BUDGET,
         snapshot_jobs: int = SNAPSHOT_JOBS,
+        max_per_tenant: int = MAX_PER_TENANT,
+        max_total: int = MAX_TOTAL,
+        max_pending_bytes: int = MAX_PENDING_BYTES,
+        stuck_seconds: float = STUCK_SECONDS,
+        authenticate: Callable[[str], Principal | None] | None = None,
+        on_refusal: Callable[[str], None] = lambda kind: None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.queue_size = queue_size  # for clients that connect from now on
         self.send_budget = send_budget
         self.snapshot_jobs = snapshot_jobs
+        self.max_per_tenant = max_per_tenant
+        self.max_total = max_total
+        self.max_pending_bytes = max_pending_bytes
+        self.stuck_seconds = stuck_seconds
+        self.authenticate = authenticate
+        self.on_refusal = on_refusal  # counts a refused or closed socket by kind
         self.closed = False
         self._clients: set[LiveClient] = set()
+        self._places: Counter[str | None] = Counter()  # per owner: connected clients and reserved places
+        self._closing: set[asyncio.Task[None]] = set()
         self._live: dict[Scope, set[LiveClient]] = {}
         self._behind: set[LiveClient] = set()
         self._ticks = 0
@@ -127,11 +193,44 @@ class LiveHub:
 
     # ---- clients ---------------------------------------------------------
 
-    def connect(self, socket: Socket, tenant_id: Scope, label: str = "") -> LiveClient:
+    def reserve(self, owner: str | None) -> str | None:
+        """Hold a place for a viewer of tenant `owner` (None: an admin key),
+        or name the cap that refuses it: "ws_tenant_limit" (the tenant has
+        `max_per_tenant` places) or "ws_total_limit" (`max_total` over all).
+        A held place is `connect(..., reserved=True)`ed or `release`d."""
+        if owner is not None and self._places[owner] >= self.max_per_tenant:
+            return "ws_tenant_limit"
+        if self._places.total() >= self.max_total:
+            return "ws_total_limit"
+        self._places[owner] += 1
+        return None
+
+    def release(self, owner: str | None) -> None:
+        """Give back a place held by `reserve` or by a client that ended."""
+        self._places[owner] -= 1
+        if self._places[owner] <= 0:
+            del self._places[owner]
+
+    def connect(
+        self,
+        socket: Socket,
+        tenant_id: Scope,
+        label: str = "",
+        *,
+        access: Access | None = None,
+        transport: asyncio.WriteTransport | None = None,
+        reserved: bool = False,
+    ) -> LiveClient:
         """Register a viewer and start its sender; its first message will be a
-        snapshot. Call `disconnect` when the socket ends."""
-        client = LiveClient(socket, tenant_id, asyncio.Queue(self.queue_size), label)
+        snapshot. `access` defaults to an unchecked viewer of `tenant_id`;
+        `transport` is the socket's, whose buffer counts in its pending bytes;
+        `reserved`: its place was held by `reserve`. Call `disconnect` when
+        the socket ends."""
+        access = access or Access(tenant_id)
+        client = LiveClient(socket, tenant_id, asyncio.Queue(self.queue_size), access, transport, label)
         client.queue.put_nowait(None)
+        if not reserved:
+            self._places[access.owner] += 1
         self._clients.add(client)
         client.sender = asyncio.get_running_loop().create_task(self._send_loop(client), name="jobq-live-sender")
         logger.info("action=ws_connect tenantId=%s viewer=%s clients=%d", tenant_id, label, len(self._clients))
@@ -143,6 +242,7 @@ class LiveHub:
             self._clients.discard(client)
             self._behind.discard(client)
             self._leave_live(client)
+            self.release(client.access.owner)
             logger.info(
                 "action=ws_disconnect tenantId=%s viewer=%s sent=%d resyncs=%d clients=%d",
                 client.tenant_id, client.label, client.sent, client.resyncs, len(self._clients),
@@ -161,13 +261,48 @@ class LiveHub:
         """Close every socket with 1001 (going away) and refuse new viewers:
         the application's `on_shutdown`, so the server need not wait for them."""
         self.closed = True
-        clients = list(self._clients)
         await asyncio.gather(
-            *(c.socket.close(code=WSCloseCode.GOING_AWAY, message=b"jobq is shutting down") for c in clients),
+            *(self._close(c, WSCloseCode.GOING_AWAY, b"jobq is shutting down") for c in list(self._clients)),
+            *list(self._closing),
             return_exceptions=True,
         )
+
+    def close_session(self, session_id: str) -> int:
+        """Close (4401) the sockets opened through the signed-in session
+        `session_id` (`sessions.session_id`): its user signed out. Returns
+        how many; they close in the background, at once."""
+        clients = [c for c in self._clients if c.access.session_id == session_id]
         for client in clients:
-            await self.disconnect(client)
+            self._evict(client, AUTH_CLOSE, "signed out", None)
+        return len(clients)
+
+    def _evict(self, client: LiveClient, code: int, reason: str, kind: str | None) -> None:
+        """Close the client's socket in the background, counting `kind` as a refusal."""
+        if client.closing:
+            return
+        client.closing = True
+        if kind is not None:
+            self.on_refusal(kind)
+        logger.info(
+            "action=ws_close tenantId=%s viewer=%s code=%d reason=%r", client.tenant_id, client.label, code, reason
+        )
+        task = asyncio.get_running_loop().create_task(self._close(client, code, reason.encode()), name="jobq-ws-close")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _close(self, client: LiveClient, code: int, message: bytes) -> None:
+        """Stop the client's stream and close its socket; a peer that does not
+        take the close frame within `CLOSE_WAIT_SECONDS` (it stopped reading)
+        has its connection aborted, so no buffer waits for it."""
+        client.closing = True
+        await self.disconnect(client)
+        try:
+            async with asyncio.timeout(CLOSE_WAIT_SECONDS):
+                await client.socket.close(code=code, message=message)
+        except Exception as exc:  # TimeoutError, or the connection failed meanwhile
+            logger.info("action=ws_abort tenantId=%s viewer=%s error=%r", client.tenant_id, client.label, exc)
+            if client.transport is not None:
+                client.transport.abort()
 
     def _go_live(self, client: LiveClient) -> None:
         client.state = LIVE
@@ -181,10 +316,16 @@ class LiveHub:
             if not live:
                 del self._live[client.tenant_id]
 
-    def _fall_behind(self, client: LiveClient) -> None:
-        # Swapping the queue empties it at once. Its sender may still take one
-        # item of the old queue; that goes out before the snapshot superseding it.
-        client.queue = asyncio.Queue(client.queue.maxsize)
+    def _fall_behind(self, client: LiveClient, over_bytes: bool = False) -> None:
+        # Emptied in place (its sender may be waiting on this queue). An item
+        # its sender already holds goes out before the snapshot superseding it.
+        queue = client.queue
+        while not queue.empty():
+            item = queue.get_nowait()
+            if item is not None:
+                client.queued_bytes -= len(item)
+        if over_bytes and client.stuck_since is None:
+            client.stuck_since = self.clock.monotonic()
         client.state = BEHIND
         client.resyncs += 1
         # Behind again soon after its last snapshot: it cannot keep up with
@@ -234,7 +375,9 @@ class LiveHub:
         client behind gets a snapshot (built once per scope); then a metrics
         message for every live client (computed once per scope). The
         background task `run()` calls this every `TICK_SECONDS`; tests call
-        it directly."""
+        it directly. First, each client's access is re-checked and a client
+        stuck over its byte bound for `stuck_seconds` is closed."""
+        self._check_clients()
         lag_limit = max(1.0, self.client_rate * TICK_SECONDS)
         for clients in list(self._live.values()):
             for client in list(clients):
@@ -245,15 +388,59 @@ class LiveHub:
         for client in list(self._behind):
             if client.resync_at > self._ticks:
                 continue
-            client.last_resync = self._ticks
+            # Once over its bound, a client gets its snapshot when its transport
+            # buffer has drained: it is reading again.
+            buffered = client.buffered()
+            if buffered and (client.stuck_since is not None or buffered >= self.max_pending_bytes):
+                self._still_stuck(client)
+                continue
             data = snapshots.get(client.tenant_id)
             if data is None:
-                data = snapshots[client.tenant_id] = orjson.dumps(self.snapshot(client.tenant_id))
+                data = snapshots[client.tenant_id] = self.encoded_snapshot(client.tenant_id)
+            if buffered and client.queued_bytes + buffered + len(data) > self.max_pending_bytes:
+                self._still_stuck(client)
+                continue
+            client.last_resync = self._ticks
+            client.stuck_since = None
             client.queue.put_nowait(data)  # its queue has been empty since it fell behind
+            client.queued_bytes += len(data)
             self._go_live(client)
         now_second = int(self.clock.monotonic())
         for scope, clients in list(self._live.items()):
             self._offer(list(clients), orjson.dumps(self.metrics(scope, now_second)))
+
+    def _still_stuck(self, client: LiveClient) -> None:
+        if client.stuck_since is None:
+            client.stuck_since = self.clock.monotonic()
+
+    def _check_clients(self) -> None:
+        """Close the clients whose key is gone from the tenants file, whose
+        session has expired, or that have been stuck over their byte bound
+        for `stuck_seconds`."""
+        now = self.clock.now().timestamp()
+        now_mono = self.clock.monotonic()
+        known: dict[str, Principal | None] = {}
+        for client in list(self._clients):
+            if client.closing:
+                continue
+            access = client.access
+            if access.key_hash is not None and self.authenticate is not None:
+                if access.key_hash not in known:
+                    known[access.key_hash] = self.authenticate(access.key_hash)
+                principal = known[access.key_hash]
+                if principal is None or principal.tenant_id != access.owner:
+                    self._evict(client, AUTH_CLOSE, "the API key was removed", "ws_key_revoked")
+                    continue
+            if access.expires_at is not None and now >= access.expires_at:
+                self._evict(client, AUTH_CLOSE, "the session expired; sign in again", "ws_session_expired")
+                continue
+            if client.state != BEHIND:
+                if client.pending_bytes > self.max_pending_bytes:
+                    self._still_stuck(client)  # e.g. its first snapshot, written and never read
+                else:
+                    client.stuck_since = None
+            if client.stuck_since is not None and now_mono - client.stuck_since >= self.stuck_seconds:
+                self._evict(client, WSCloseCode.POLICY_VIOLATION, "too slow: stopped reading", "ws_slow_reader")
 
     async def run(self) -> None:
         """Tick every `TICK_SECONDS` until cancelled."""
@@ -265,11 +452,17 @@ class LiveHub:
                 logger.exception("action=ws_tick_failed")
 
     def _offer(self, clients: list[LiveClient], message: bytes) -> None:
+        size, bound = len(message), self.max_pending_bytes
         for client in clients:
+            if client.queued_bytes + client.buffered() + size > bound:
+                self._fall_behind(client, over_bytes=True)
+                continue
             try:
                 client.queue.put_nowait(message)
             except asyncio.QueueFull:
                 self._fall_behind(client)
+            else:
+                client.queued_bytes += size
 
     # ---- what is sent ------------------------------------------------------
 
@@ -280,6 +473,20 @@ class LiveHub:
         """Counts by status and the newest `snapshot_jobs` jobs of the scope."""
         jobs, _ = self.store.list_jobs(ListQuery(tenant_id, limit=self.snapshot_jobs))
         return {"type": "snapshot", "counts": self.store.counts(tenant_id), "jobs": self._render(jobs)}
+
+    def encoded_snapshot(self, tenant_id: Scope) -> bytes:
+        """`snapshot()` as sent: its jobs cut to the newest that fit in half
+        of `max_pending_bytes`, so that a snapshot always fits a client's bound."""
+        snapshot = self.snapshot(tenant_id)
+        budget = self.max_pending_bytes // 2
+        jobs = []
+        for job in snapshot["jobs"]:
+            encoded = orjson.dumps(job)
+            budget -= len(encoded) + 1
+            if budget < 0:
+                break
+            jobs.append(encoded)
+        return b'{"type":"snapshot","counts":%b,"jobs":[%b]}' % (orjson.dumps(snapshot["counts"]), b",".join(jobs))
 
     def metrics(self, tenant_id: Scope, now_second: int) -> dict[str, Any]:
         """Counts by status, queue depth (queued + retry) and jobs finished
@@ -320,8 +527,10 @@ class LiveHub:
                     tokens, refilled = 1.0, loop.time()
                 tokens -= 1.0
                 if item is None:
-                    item = orjson.dumps(self.snapshot(client.tenant_id))
+                    item = self.encoded_snapshot(client.tenant_id)
                     self._go_live(client)  # changes from now on are queued after the snapshot
+                else:
+                    client.queued_bytes -= len(item)  # written at once, into the transport's buffer
                 await client.socket.send_frame(item, WSMsgType.TEXT)
                 client.sent += 1
         except ConnectionError as exc:

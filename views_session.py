@@ -17,10 +17,11 @@ from aiohttp import web
 
 from auth import AUTH_FAILURES, SESSIONS, check_failure, require_same_origin, session_principal
 from errors import AuthThrottled
+from hub import HUB
 from pages import redirect, render_page
 from request_body import defer_continue, read_form
 from services import services_of
-from sessions import COOKIE_NAME
+from sessions import COOKIE_NAME, session_id
 from tenants import hash_key
 
 logger = logging.getLogger(__name__)
@@ -88,8 +89,12 @@ async def login(request: web.Request) -> web.Response:
 
 @routes.post("/logout")
 async def logout(request: web.Request) -> web.Response:
-    """Clear the cookie and go back to the form (303); 403 from another origin."""
+    """Clear the cookie, close the live-update sockets opened with it, and go
+    back to the form (303); 403 from another origin."""
     require_same_origin(request)
+    token = request.cookies.get(COOKIE_NAME)
+    if token:
+        request.app[HUB].close_session(session_id(token))
     response = redirect("/login")
     clear_session_cookie(response, secure=request.secure)
     return response

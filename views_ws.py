@@ -5,7 +5,10 @@ Before the upgrade (so a refusal is an ordinary problem+json answer, never a
 socket): the auth middleware has already answered 401 for a missing or
 unknown key; then an `Origin` other than the service's own is 403, and so is
 a request without `Origin` that is authenticated by the session cookie alone
-(only non-browser clients omit `Origin`, and they send `X-API-Key`).
+(only non-browser clients omit `Origin`, and they send `X-API-Key`). Then
+the caps (issue 8): a tenant with `JOBQ_WS_MAX_PER_TENANT` sockets open is
+answered 429, and past `JOBQ_WS_MAX_TOTAL` sockets in all (admins included)
+everyone is answered 503, both with `Retry-After`.
 """
 
 from __future__ import annotations
@@ -17,17 +20,29 @@ from collections.abc import AsyncIterator
 from aiohttp import WSCloseCode, web
 from yarl import URL
 
-from auth import CREDENTIAL, principal_of
+from auth import CREDENTIAL, SESSIONS, principal_of
 from clock import Clock
-from errors import BadRequest, Forbidden, ShuttingDown
-from hub import HUB, LiveHub
+from errors import BadRequest, Forbidden, JobqError, RateLimited, ShuttingDown, Unauthorized
+from hub import HUB, Access, LiveHub
+from services import SERVICES, services_of
+from sessions import COOKIE_NAME, session_id
 from store_protocol import Store
+from tenants import hash_key
 
 routes = web.RouteTableDef()
 
 HEARTBEAT_SECONDS = 30.0  # ping interval; a peer that does not pong within half of it is dropped
 CLOSE_TIMEOUT_SECONDS = 5.0  # how long a close waits for the peer's close frame
 MAX_INCOMING_BYTES = 4096  # the client has nothing to say; anything big is a protocol error
+CAP_RETRY_AFTER_SECONDS = 30  # sockets live long: a place seldom frees up sooner
+
+
+class TooManySockets(RateLimited):
+    type, title = "too-many-sockets", "Too many live-update sockets open for this tenant"
+
+
+class SocketsFull(JobqError):
+    status, type, title = 503, "sockets-full", "Too many live-update sockets open"
 
 
 def _origin_key(url: URL) -> tuple[str, str, int | None]:
@@ -90,11 +105,28 @@ async def live(request: web.Request) -> web.WebSocketResponse:
         raise BadRequest("GET /ws speaks WebSocket: send an Upgrade: websocket request")
     if hub.closed:
         raise ShuttingDown("jobq is shutting down", retry_after=5)
-    await ws.prepare(request)
+    access = _access(request)
+    refusal = hub.reserve(access.owner)
+    if refusal is not None:
+        services_of(request).health.refuse(refusal)
+        if refusal == "ws_tenant_limit":
+            raise TooManySockets(
+                f"this tenant has {hub.max_per_tenant} live-update sockets open, its most; close one",
+                retry_after=CAP_RETRY_AFTER_SECONDS,
+            )
+        raise SocketsFull(
+            f"jobq has {hub.max_total} live-update sockets open, its most", retry_after=CAP_RETRY_AFTER_SECONDS
+        )
+    try:
+        await ws.prepare(request)
+    except BaseException:
+        hub.release(access.owner)
+        raise
     if hub.closed:  # shutdown began during the handshake: the hub will not close this one
+        hub.release(access.owner)
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"jobq is shutting down")
         return ws
-    client = hub.connect(ws, tenant_id, principal.actor)
+    client = hub.connect(ws, tenant_id, principal.actor, access=access, transport=request.transport, reserved=True)
     try:
         async for _message in ws:
             pass  # nothing is expected from the viewer; aiohttp answers pings and closes
@@ -103,11 +135,37 @@ async def live(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+def _access(request: web.Request) -> Access:
+    """Who the viewer is, for the hub to re-check every second: the hash of
+    its API key, or its session's key hash, name and expiry."""
+    principal = principal_of(request)
+    if request[CREDENTIAL] == "key":
+        return Access(principal.tenant_id, key_hash=hash_key(request.headers["X-API-Key"]))
+    token = request.cookies[COOKIE_NAME]
+    session = request.app[SESSIONS].read(token)
+    if session is None:  # expired between the auth middleware and here
+        raise Unauthorized("the session has just expired; sign in again at /login")
+    return Access(principal.tenant_id, session.key_hash, session_id(token), float(session.expires_at))
+
+
 def setup_live(app: web.Application, store: Store, clock: Clock) -> LiveHub:
-    """Create the hub under `HUB`, route `GET /ws`, subscribe the hub to the
-    store, tick its metrics in the background, and close every socket on
-    shutdown (before the server waits for its handlers to finish)."""
-    hub = LiveHub(store, clock)
+    """Create the hub under `HUB` (its caps and bounds from the settings,
+    re-checking keys against the tenants registry and counting refusals in
+    the app's health), route `GET /ws`, subscribe the hub to the store, tick
+    it in the background, and close every socket on shutdown (before the
+    server waits for its handlers to finish)."""
+    services = app[SERVICES]
+    settings = services.settings
+    hub = LiveHub(
+        store,
+        clock,
+        max_per_tenant=settings.ws_max_per_tenant,
+        max_total=settings.ws_max_total,
+        max_pending_bytes=settings.ws_max_pending_bytes,
+        stuck_seconds=settings.ws_stuck_seconds,
+        authenticate=services.tenants.authenticate_hash,
+        on_refusal=services.health.refuse,
+    )
     app[HUB] = hub
     app.add_routes(routes)
     store.subscribe(hub.publish_job)
