@@ -412,3 +412,18 @@ async def test_an_expired_session_closes_its_sockets(jobq: Harness) -> None:
     job = await jobq.submit()
     assert (await receive_message(by_key, "job"))["job"]["jobId"] == job["jobId"]  # keys do not expire
     await by_key.close()
+
+
+async def test_shutdown_does_not_wait_for_a_reader_that_never_reads(make_harness: HarnessFactory) -> None:
+    jobq = await make_harness(ws_max_pending_bytes=BOUND)
+    raw = await RawSocket.open(jobq, "acme_read")
+    stuck = client_of(jobq, "acme/read")
+    shrink_kernel_buffer(stuck)
+    await until(lambda: stuck.state == "live")
+    await overwhelm(jobq, stuck)
+    started = time.monotonic()
+    async with asyncio.timeout(5):
+        await jobq.client.server.close()  # before: waited for ever to flush the close frame
+    assert time.monotonic() - started < 3.0
+    assert not hub_of(jobq).clients
+    raw.close()
