@@ -23,7 +23,8 @@ from yarl import URL
 from auth import CREDENTIAL, SESSIONS, principal_of
 from clock import Clock
 from errors import BadRequest, Forbidden, JobqError, RateLimited, ShuttingDown, Unauthorized
-from hub import HUB, Access, LiveHub
+from hub import HUB, LiveHub
+from live_client import Access
 from services import SERVICES, services_of
 from sessions import COOKIE_NAME, session_id
 from store_protocol import Store

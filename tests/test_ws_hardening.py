@@ -21,7 +21,8 @@ from aiohttp import WSMsgType
 
 from auth import SESSIONS
 from health import Health
-from hub import HUB, LiveClient, LiveHub
+from hub import HUB, LiveHub
+from live_client import LiveClient
 from models import NewJob
 from services import SERVICES
 from sessions import COOKIE_NAME
