@@ -6,11 +6,13 @@ import argparse
 import stat
 import sys
 from collections import Counter
+from typing import Any
 
 from clock import SystemClock
 from config import Settings
 from errors import CorruptStore
 from journal import DurableLog
+from lifecycle import RECOVERY_FAILED_ERROR
 from storefiles import is_own_file
 from tenants import TenantsDoc, TenantsFileError, new_webhook_secret, updating
 
@@ -84,6 +86,17 @@ def _change(settings: Settings, doc: TenantsDoc, args: argparse.Namespace) -> tu
     return key, f"a {'read-only' if args.read_only else 'write'} key for {args.name!r}"
 
 
+def parked_jobs(records: dict[str, Any]) -> list[tuple[str, str]]:
+    """Jobs a start could not recover and parked as `fatal`, with the reason."""
+    found = []
+    for key, value in records.items():
+        if key.startswith("job:") and isinstance(value, dict) and value.get("status") == "fatal":
+            reason = value.get("lastError")
+            if isinstance(reason, str) and reason.startswith(RECOVERY_FAILED_ERROR):
+                found.append((key[4:], reason))
+    return found
+
+
 def doctor(settings: Settings) -> int:
     """Read everything, change nothing, say what is wrong."""
     problems = 0
@@ -107,6 +120,8 @@ def doctor(settings: Settings) -> int:
             print(f"ok   {log.snapshot_path} does not exist yet (a first start creates it)")
         else:
             print(f"ok   {log.snapshot_path}: generation {generation}, {len(journals)} journal files; {summary}")
+        for job_id, reason in parked_jobs(records):
+            print(f"warn job {job_id} was parked in the DLQ at start: {reason}")
     except CorruptStore as exc:
         print(f"FAIL {exc}")
         problems += 1

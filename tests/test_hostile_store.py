@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 import store as store_module
+from cli import doctor
 from errors import StoreUnavailable
 from lifecycle import MAX_OPERATOR_ACTIONS, RECOVERY_FAILED_ERROR, settle
 from models import Failed, NewJob, Status
@@ -226,7 +227,11 @@ async def test_an_exception_while_settling_an_attempt_keeps_the_attempt_running(
 
 
 async def test_a_job_whose_recovery_raises_is_parked_and_the_start_goes_on(
-    jobq: Harness, make_harness: HarnessFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    jobq: Harness,
+    make_harness: HarnessFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     bad = await jobq.submit()
     good = await jobq.submit()
@@ -259,6 +264,12 @@ async def test_a_job_whose_recovery_raises_is_parked_and_the_start_goes_on(
     monkeypatch.undo()
     h = await restart(h, make_harness)  # the parking was written
     assert h.store.index.jobs[bad["jobId"]].status is Status.FATAL
+    await h.client.close()
+    capsys.readouterr()
+    doctor(h.settings)
+    report = capsys.readouterr().out
+    assert f"warn job {bad['jobId']} was parked in the DLQ at start: {RECOVERY_FAILED_ERROR}" in report
+    assert good["jobId"] not in report
 
 
 # ---- operator actions are bounded -----------------------------------------------
