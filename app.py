@@ -44,7 +44,7 @@ from services import SERVICES, Services
 from sessions import SessionCodec, SessionSecretError
 from store import JsonStore
 from store_protocol import Store
-from tenants import TenantRegistry, TenantsDoc, TenantsFileError
+from tenants import TenantRegistry, TenantsDoc, TenantsFileError, updating
 from webhooks import TASK as SENDER_TASK
 from webhooks import DeliverySender, SenderLimits
 from worker import TASK as WORKER_TASK
@@ -209,19 +209,20 @@ def make_json_store(settings: Settings, tenants: TenantRegistry) -> JsonStore:
 
 
 def ensure_demo_tenant(settings: Settings) -> str | None:
-    """On a first start (no tenants file), create tenant `demo`; returns its key."""
-    if settings.tenants_file.exists():
-        return None
-    doc = TenantsDoc()
-    key = doc.add_tenant("demo")
-    doc.write(settings.tenants_file)
+    """On a first start (no tenants file), create tenant `demo`; returns its key.
+    Under the tenants file's update lock, like every CLI write."""
+    with updating(settings.tenants_file):
+        if settings.tenants_file.exists():
+            return None
+        doc = TenantsDoc()
+        key = doc.add_tenant("demo")
+        doc.write(settings.tenants_file)
     return key
 
 
 async def serve(settings: Settings) -> int:
     clock = SystemClock()
     try:
-        demo_key = ensure_demo_tenant(settings)
         tenants = TenantRegistry(settings.tenants_file, clock.monotonic)
     except TenantsFileError as exc:
         print(f"jobq: {exc}", file=sys.stderr)
@@ -240,8 +241,11 @@ async def serve(settings: Settings) -> int:
         return 2
     try:
         # After the store: a refused start leaves the data directory untouched.
+        demo_key = ensure_demo_tenant(settings)
+        if demo_key:
+            tenants.reload()
         session_codec = SessionCodec.from_settings(settings, clock)
-    except SessionSecretError as exc:
+    except (SessionSecretError, TenantsFileError) as exc:
         print(f"jobq: {exc}", file=sys.stderr)
         await store.close()
         return 2

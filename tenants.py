@@ -318,6 +318,10 @@ class TenantRegistry:
         self.doc, self._keys, self._limits = doc, keys, limits
         self._stamp = stamp
 
+    def reload(self) -> None:
+        """Read the file now (after this process changed it); `TenantsFileError`."""
+        self._load()
+
     def refresh(self) -> None:
         """Reload the file if it changed; a broken edit keeps the last good
         version (and is logged once, naming what is wrong)."""

@@ -204,6 +204,18 @@ def test_app_refuses_a_journal_without_its_snapshot(tmp_path: Path) -> None:
     assert state(data_dir) == before
 
 
+def test_a_refused_first_start_creates_no_demo_tenant(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o700)
+    build(data_dir, LAYOUTS["journal-without-snapshot"])
+    tenants = data_dir / "tenants.json"
+    before = state(data_dir)
+    result = run_app(data_dir, tenants=tenants)
+    assert result.returncode == 2, result.stderr
+    assert not tenants.exists()
+    assert state(data_dir) == before
+
+
 # ---- the single-process guard --------------------------------------------------
 
 
