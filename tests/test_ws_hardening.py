@@ -11,6 +11,7 @@ import base64
 import os
 import socket
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,6 +144,24 @@ WS_HEADERS = {
 }
 
 
+async def test_places_are_held_before_the_upgrade_so_a_burst_cannot_overshoot(make_harness: HarnessFactory) -> None:
+    jobq = await make_harness(ws_max_per_tenant=3)
+
+    async def attempt() -> aiohttp.ClientWebSocketResponse | int:
+        try:
+            return await connect(jobq)
+        except aiohttp.WSServerHandshakeError as refused:
+            return refused.status
+
+    results = await asyncio.gather(*(attempt() for _ in range(10)))
+    sockets = [r for r in results if isinstance(r, aiohttp.ClientWebSocketResponse)]
+    assert len(sockets) == 3
+    assert sorted(r for r in results if isinstance(r, int)) == [429] * 7
+    assert len(hub_of(jobq).clients) == 3
+    for ws in sockets:
+        await ws.close()
+
+
 # ---- 2. a reader that never reads -------------------------------------------------
 
 
@@ -211,6 +230,24 @@ class RawSocket:
         self.sock.close()
 
 
+OpenRaw = Callable[[Harness, str], Awaitable[RawSocket]]
+
+
+@pytest.fixture
+async def open_raw() -> AsyncIterator[OpenRaw]:
+    """`await open_raw(jobq, who)`: a `RawSocket`, closed when the test ends."""
+    opened: list[RawSocket] = []
+
+    async def open_one(jobq: Harness, who: str) -> RawSocket:
+        raw = await RawSocket.open(jobq, who)
+        opened.append(raw)
+        return raw
+
+    yield open_one
+    for raw in opened:
+        raw.close()
+
+
 def shrink_kernel_buffer(client: LiveClient) -> None:
     """Make the server's kernel send buffer for the client small: on loopback
     it would otherwise take the first megabytes (up to tcp_wmem's 4 MB) before
@@ -258,12 +295,12 @@ async def overwhelm(jobq: Harness, client: LiveClient) -> None:
     raise AssertionError(f"never stuck: {client}")
 
 
-async def test_a_reader_that_never_reads_pins_bounded_bytes(make_harness: HarnessFactory) -> None:
+async def test_a_reader_that_never_reads_pins_bounded_bytes(make_harness: HarnessFactory, open_raw: OpenRaw) -> None:
     jobq = await make_harness(ws_max_pending_bytes=BOUND)
     hub = hub_of(jobq)
     watcher = await connect(jobq)
     await receive_message(watcher, "snapshot")
-    raw = await RawSocket.open(jobq, "acme_read")
+    await open_raw(jobq, "acme_read")
     stuck = client_of(jobq, "acme/read")
     shrink_kernel_buffer(stuck)
     await until(lambda: stuck.state == "live")
@@ -294,13 +331,14 @@ async def test_a_reader_that_never_reads_pins_bounded_bytes(make_harness: Harnes
     sentinel = await jobq.submit()
     await sees(watcher, sentinel["jobId"])
     await watcher.close()
-    raw.close()
 
 
-async def test_a_reader_that_catches_up_gets_a_fresh_snapshot_then_the_stream(make_harness: HarnessFactory) -> None:
+async def test_a_reader_that_catches_up_gets_a_fresh_snapshot_then_the_stream(
+    make_harness: HarnessFactory, open_raw: OpenRaw
+) -> None:
     jobq = await make_harness(ws_max_pending_bytes=BOUND)
     hub = hub_of(jobq)
-    raw = await RawSocket.open(jobq, "acme_read")
+    raw = await open_raw(jobq, "acme_read")
     stuck = client_of(jobq, "acme/read")
     shrink_kernel_buffer(stuck)
     await raw.message("snapshot")
@@ -320,15 +358,14 @@ async def test_a_reader_that_catches_up_gets_a_fresh_snapshot_then_the_stream(ma
     job = await jobq.submit()
     async with asyncio.timeout(5):
         assert (await raw.message("job"))["job"]["jobId"] == job["jobId"]
-    raw.close()
 
 
-async def test_a_reader_stuck_past_the_deadline_is_closed(make_harness: HarnessFactory) -> None:
+async def test_a_reader_stuck_past_the_deadline_is_closed(make_harness: HarnessFactory, open_raw: OpenRaw) -> None:
     jobq = await make_harness(ws_max_pending_bytes=BOUND, ws_stuck_seconds=30.0)
     hub = hub_of(jobq)
     watcher = await connect(jobq)
     await receive_message(watcher, "snapshot")
-    raw = await RawSocket.open(jobq, "acme_read")
+    await open_raw(jobq, "acme_read")
     stuck = client_of(jobq, "acme/read")
     shrink_kernel_buffer(stuck)
     await until(lambda: stuck.state == "live")
@@ -345,7 +382,6 @@ async def test_a_reader_stuck_past_the_deadline_is_closed(make_harness: HarnessF
     await sees(watcher, sentinel["jobId"])
     assert not watcher.closed
     await watcher.close()
-    raw.close()
 
 
 # ---- 3. the key or session ends: its sockets end -------------------------------------
@@ -415,9 +451,27 @@ async def test_an_expired_session_closes_its_sockets(jobq: Harness) -> None:
     await by_key.close()
 
 
-async def test_shutdown_does_not_wait_for_a_reader_that_never_reads(make_harness: HarnessFactory) -> None:
+async def test_a_snapshot_keeps_the_newest_jobs_that_fit_in_half_the_bound(make_harness: HarnessFactory) -> None:
     jobq = await make_harness(ws_max_pending_bytes=BOUND)
-    raw = await RawSocket.open(jobq, "acme_read")
+    specs = [NewJob("echo", {"i": i, "blob": BLOB}) for i in range(20)]
+    await jobq.store.submit("acme", specs, None, jobq.clock.now(), max_queued=100_000)
+    hub = hub_of(jobq)
+    encoded = hub.encoded_snapshot("acme")
+    assert len(encoded) <= BOUND // 2
+    full = orjson.loads(orjson.dumps(hub.snapshot("acme")))
+    cut = orjson.loads(encoded)
+    assert cut["type"] == "snapshot" and cut["counts"] == full["counts"]
+    assert 0 < len(cut["jobs"]) < len(full["jobs"]) == 20
+    assert cut["jobs"] == full["jobs"][: len(cut["jobs"])]  # the newest ones, in order
+    roomy = LiveHub(jobq.store, jobq.clock, max_pending_bytes=64 << 20)
+    assert orjson.loads(roomy.encoded_snapshot("acme")) == full  # nothing cut when it all fits
+
+
+async def test_shutdown_does_not_wait_for_a_reader_that_never_reads(
+    make_harness: HarnessFactory, open_raw: OpenRaw
+) -> None:
+    jobq = await make_harness(ws_max_pending_bytes=BOUND)
+    await open_raw(jobq, "acme_read")
     stuck = client_of(jobq, "acme/read")
     shrink_kernel_buffer(stuck)
     await until(lambda: stuck.state == "live")
@@ -427,4 +481,3 @@ async def test_shutdown_does_not_wait_for_a_reader_that_never_reads(make_harness
         await jobq.client.server.close()  # before: waited for ever to flush the close frame
     assert time.monotonic() - started < 3.0
     assert not hub_of(jobq).clients
-    raw.close()
