@@ -20,6 +20,7 @@ class JobqError(Exception):
     status = 500
     type = "internal"
     title = "Internal error"
+    close_connection = False  # close the connection after the answer (the rest of the body is not read)
 
     def __init__(
         self,
@@ -104,6 +105,27 @@ class StoreUnavailable(JobqError):
 
 class ShuttingDown(JobqError):
     status, type, title = 503, "shutting-down", "The service is shutting down"
+
+
+class BodyTimeout(JobqError):
+    """The body did not arrive in time (or fast enough)."""
+
+    status, type, title = 408, "request-timeout", "The request body arrived too slowly"
+    close_connection = True
+
+
+class BodyUndecodable(BadRequest):
+    """The body is not what its Content-Encoding says; the rest of it is not read."""
+
+    close_connection = True
+
+
+class TooManySockets(RateLimited):
+    type, title = "too-many-sockets", "Too many live-update sockets open for this tenant"
+
+
+class SocketsFull(JobqError):
+    status, type, title = 503, "sockets-full", "Too many live-update sockets open"
 
 
 class NotReady(JobqError):

@@ -57,7 +57,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return await handler(request)
     except JobqError as error:
         response = render(error)
-        if getattr(error, "close_connection", False):
+        if error.close_connection:
             # E.g. a body too slow or not decodable: draining its rest is pointless.
             response.force_close()
         return response

@@ -25,7 +25,7 @@ from aiohttp.http import HttpVersion11
 from aiohttp.http_exceptions import HttpProcessingError
 
 from connlimits import refuse_request
-from errors import BadRequest, JobqError, PayloadTooLarge, UnsupportedMediaType
+from errors import BadRequest, BodyTimeout, BodyUndecodable, PayloadTooLarge, UnsupportedMediaType
 from problems import problem_response
 from services import services_of
 
@@ -36,19 +36,6 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_FORM_BYTES = 16 * 1024
 MAX_FORM_FIELDS = 20
 CONTINUE_DEFERRED = web.RequestKey("jobq.continue_deferred", bool)
-
-
-class BodyTimeout(JobqError):
-    """The body did not arrive in time (or fast enough)."""
-
-    status, type, title = 408, "request-timeout", "The request body arrived too slowly"
-    close_connection = True  # problems.py closes the connection after the answer
-
-
-class BodyUndecodable(BadRequest):
-    """The body is not what its Content-Encoding says; the rest of it is not read."""
-
-    close_connection = True
 
 
 async def defer_continue(request: web.Request) -> web.StreamResponse | None:

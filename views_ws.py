@@ -22,7 +22,7 @@ from yarl import URL
 
 from auth import CREDENTIAL, SESSIONS, principal_of
 from clock import Clock
-from errors import BadRequest, Forbidden, JobqError, RateLimited, ShuttingDown, Unauthorized
+from errors import BadRequest, Forbidden, ShuttingDown, SocketsFull, TooManySockets, Unauthorized
 from hub import HUB, LiveHub
 from live_client import Access
 from services import SERVICES, services_of
@@ -36,14 +36,6 @@ HEARTBEAT_SECONDS = 30.0  # ping interval; a peer that does not pong within half
 CLOSE_TIMEOUT_SECONDS = 5.0  # how long a close waits for the peer's close frame
 MAX_INCOMING_BYTES = 4096  # the client has nothing to say; anything big is a protocol error
 CAP_RETRY_AFTER_SECONDS = 30  # sockets live long: a place seldom frees up sooner
-
-
-class TooManySockets(RateLimited):
-    type, title = "too-many-sockets", "Too many live-update sockets open for this tenant"
-
-
-class SocketsFull(JobqError):
-    status, type, title = 503, "sockets-full", "Too many live-update sockets open"
 
 
 def _origin_key(url: URL) -> tuple[str, str, int | None]:
