@@ -230,7 +230,7 @@ SPEC: dict[str, Any] = {
                 "requestBody": {"required": True, **_json({"$ref": "#/components/schemas/Submit"})},
                 "responses": {
                     "201": _ok("the job, durable", _JOB),
-                    **_errors(400, 401, 403, 409, 413, 415, 422, 429, 503),
+                    **_errors(400, 401, 403, 408, 409, 413, 415, 417, 422, 429, 503),
                 },
             },
             "get": {
@@ -251,7 +251,7 @@ SPEC: dict[str, Any] = {
                     "201": _ok(
                         "the jobs", {"type": "object", "properties": {"jobs": {"type": "array", "items": _JOB}}}
                     ),
-                    **_errors(400, 401, 403, 409, 413, 415, 422, 429, 503),
+                    **_errors(400, 401, 403, 408, 409, 413, 415, 417, 422, 429, 503),
                 },
             }
         },
@@ -261,7 +261,7 @@ SPEC: dict[str, Any] = {
                 "requestBody": {"required": True, **_json({"type": "object"})},
                 "responses": {
                     "200": _ok("counts", {"type": "object", "properties": {"matched": {}, "changed": {}}}),
-                    **_errors(400, 401, 403, 415, 422, 503),
+                    **_errors(400, 401, 403, 408, 413, 415, 417, 422, 503),
                 },
             }
         },
@@ -286,7 +286,7 @@ SPEC: dict[str, Any] = {
                     "409 when the job has no webhookUrl or has not ended"
                 ),
                 "parameters": [_JOB_ID],
-                "responses": {"202": _ok("the delivery, now due", _DELIVERY), **_errors(401, 403, 404, 409, 503)},
+                "responses": {"202": _ok("the delivery, now due", _DELIVERY), **_errors(401, 403, 404, 409, 429, 503)},
             }
         },
         "/jobs/{jobId}/cancel": {
@@ -319,7 +319,7 @@ SPEC: dict[str, Any] = {
                 "parameters": [
                     {"name": "tenant", "in": "query", "schema": {"type": "string"}, "description": "admin keys only"}
                 ],
-                "responses": {"101": {"description": "switching to WebSocket"}, **_errors(400, 401, 403, 503)},
+                "responses": {"101": {"description": "switching to WebSocket"}, **_errors(400, 401, 403, 429, 503)},
             }
         },
         "/metrics": {
