@@ -36,6 +36,7 @@ from playwright.async_api import (
 )
 
 from app import ALERTS, SENDER
+from tenants import TenantsDoc, hash_key
 from tests.conftest import ROOT, Harness, HarnessFactory
 from tests.receivers import Receiver, answer
 
@@ -539,3 +540,16 @@ async def test_a_read_only_key_sees_no_redeliver_button(ui: UI, jobq: Harness) -
         "async (id) => (await fetch(`/jobs/${id}/deliveries/redeliver`, {method: 'POST'})).status", job_id
     )
     assert status == 403
+
+
+async def test_the_page_goes_to_login_when_its_key_is_removed(ui: UI, jobq: Harness) -> None:
+    await ui.login("acme")
+    await expect(ui.page.locator("#conn")).to_have_text("live")
+    path = jobq.settings.tenants_file
+    doc = TenantsDoc.read(path)
+    removed = hash_key(jobq.key("acme"))
+    doc.tenants["acme"]["keys"] = [k for k in doc.tenants["acme"]["keys"] if k["hash"] != removed]
+    doc.write(path)
+    jobq.clock.advance(1.5)  # the registry looks at the file at most once a (fake) second
+
+    await expect(ui.page).to_have_url(re.compile(r"/login$"), timeout=5000)
