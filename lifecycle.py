@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from models import (
     Attempt,
@@ -34,6 +35,7 @@ from rules import backoff_seconds
 from transaction import Transaction
 
 MAX_OPERATOR_ACTIONS = 20  # newest kept on a job; older ones are only counted
+MAX_ATTEMPT_HISTORY = 100  # newest attempts kept on a job (DLQ retries could add more for ever)
 REDELIVER_INTERVAL_SECONDS = 60  # one redeliver of a job's webhook a minute
 RECOVERED_ERROR = "interrupted: jobq stopped while this attempt ran"
 RECOVERY_FAILED_ERROR = "parked: recovering this job at start failed"
@@ -82,7 +84,7 @@ def start_attempt(tx: Transaction, job: Job, worker_id: str, now: datetime, leas
             attempts=number,
             started_at=now,
             lease_expires_at=now + timedelta(seconds=lease_seconds),
-            attempt_history=[*job.attempt_history, attempt],
+            attempt_history=[*job.attempt_history[-(MAX_ATTEMPT_HISTORY - 1) :], attempt],
         )
     )
 
@@ -172,7 +174,7 @@ def _cancel_one(tx: Transaction, job: Job, reason: str, now: datetime, actor: st
     if job.status is Status.RUNNING:
         changes["attempt_history"] = _end_attempt(job, AttemptStatus.FAILED, reason, now)
     if actor is not None:
-        changes["operator_actions"] = with_action(job, OperatorAction("cancel", actor, now))
+        changes.update(with_action(job, OperatorAction("cancel", actor, now)))
     return tx.put(move(job, Status.CANCELLED, now, **changes))
 
 
@@ -206,15 +208,21 @@ def retry_from_dlq(tx: Transaction, job: Job, actor: str, now: datetime) -> Job:
             result=None,
             uncounted_attempts=job.attempts,
             snoozes=0,
-            operator_actions=with_action(job, OperatorAction("retry", actor, now)),
+            **with_action(job, OperatorAction("retry", actor, now)),
         )
     )
 
 
-def with_action(job: Job, action: OperatorAction) -> list[OperatorAction]:
-    """The job's operator actions with `action` added, the newest
-    `MAX_OPERATOR_ACTIONS` only: no job grows without bound."""
-    return [*job.operator_actions[-(MAX_OPERATOR_ACTIONS - 1) :], action]
+def with_action(job: Job, action: OperatorAction) -> dict[str, Any]:
+    """The changes that add `action` to the job's operator actions, of which
+    only the newest `MAX_OPERATOR_ACTIONS` are kept and the older ones
+    counted: no job grows without bound."""
+    actions = [*job.operator_actions, action]
+    dropped = max(0, len(actions) - MAX_OPERATOR_ACTIONS)
+    return {
+        "operator_actions": actions[dropped:],
+        "operator_actions_omitted": job.operator_actions_omitted + dropped,
+    }
 
 
 def redeliver_wait_seconds(job: Job, now: datetime) -> int:

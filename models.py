@@ -252,6 +252,7 @@ class Job:
     finished_at: datetime | None = None
     attempt_history: list[Attempt] = field(default_factory=list)
     operator_actions: list[OperatorAction] = field(default_factory=list)
+    operator_actions_omitted: int = 0  # older actions no longer kept (only the newest are)
     # Attempts that do not count against max_attempts: interrupted by a graceful
     # shutdown, snoozed, or made before a retry from the DLQ.
     uncounted_attempts: int = 0
@@ -365,6 +366,7 @@ class Job:
             "finishedAt": format_ts(self.finished_at),
             "attemptHistory": [a.to_record() for a in self.attempt_history],
             "operatorActions": [a.to_record() for a in self.operator_actions],
+            "operatorActionsOmitted": self.operator_actions_omitted,
             "uncountedAttempts": self.uncounted_attempts,
             "snoozes": self.snoozes,
         }
@@ -406,6 +408,7 @@ class Job:
             finished_at=parse_ts(r.get("finishedAt")),
             attempt_history=[Attempt.from_record(a) for a in r.get("attemptHistory") or []],
             operator_actions=[OperatorAction.from_record(a) for a in r.get("operatorActions") or []],
+            operator_actions_omitted=r.get("operatorActionsOmitted", 0),
             uncounted_attempts=r.get("uncountedAttempts", 0),
             snoozes=r.get("snoozes", 0),
         )
@@ -417,7 +420,7 @@ _JOB_FIELD_SET = frozenset(_JOB_FIELDS)
 # The parts of `Job.stored_size` that do not vary: a record's keys, timestamps
 # and numbers (measured on records, rounded up), its attempts' and its
 # operator actions', and a dependency's quoted id and comma.
-_RECORD_BYTES = 645
+_RECORD_BYTES = 672
 _ATTEMPT_BYTES = 234
 _ACTION_BYTES = 58
 _DEPENDENCY_BYTES = 39

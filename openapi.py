@@ -215,7 +215,12 @@ SPEC: dict[str, Any] = {
                     "startedAt": {"type": ["string", "null"], "format": "date-time"},
                     "finishedAt": {"type": ["string", "null"], "format": "date-time"},
                     "attemptHistory": {"type": "array", "items": {"type": "object"}},
-                    "operatorActions": {"type": "array", "items": {"type": "object"}},
+                    "operatorActions": {
+                        "type": "array",
+                        "items": {"type": "object"},
+                        "description": "who cancelled, retried or redelivered the job by hand: the newest 20",
+                    },
+                    "operatorActionsOmitted": {"type": "integer", "description": "older operator actions not kept"},
                 },
             },
             "Submit": SUBMIT,

@@ -129,8 +129,7 @@ class OutboxOperations:
         with atomic(self.index) as tx:
             delivery = redelivered(self.index.deliveries[ids[-1]], now)
             tx.put_delivery(delivery)
-            actions = with_action(job, OperatorAction("redeliver", actor, now))
-            tx.put(job.evolve(operator_actions=actions, updated_at=now))
+            tx.put(job.evolve(**with_action(job, OperatorAction("redeliver", actor, now)), updated_at=now))
         await self._commit(tx)
         return delivery
 

@@ -19,7 +19,7 @@ import pytest
 import store as store_module
 from cli import doctor
 from errors import StoreUnavailable
-from lifecycle import MAX_OPERATOR_ACTIONS, RECOVERY_FAILED_ERROR, settle
+from lifecycle import MAX_ATTEMPT_HISTORY, MAX_OPERATOR_ACTIONS, RECOVERY_FAILED_ERROR, settle
 from models import Failed, NewJob, Status
 from tests.conftest import Harness, HarnessFactory
 
@@ -282,9 +282,10 @@ async def test_a_job_keeps_only_the_newest_operator_actions(jobq: Harness) -> No
         response = await jobq.client.post(f"/jobs/{job['jobId']}/retry", headers=jobq.headers())
         assert response.status == 200, await response.text()
 
-    actions = jobq.store.index.jobs[job["jobId"]].operator_actions
-    assert len(actions) == MAX_OPERATOR_ACTIONS
-    assert [a.action for a in actions] == ["retry"] * MAX_OPERATOR_ACTIONS
+    shown = await jobq.get(job["jobId"])
+    assert [a["action"] for a in shown["operatorActions"]] == ["retry"] * MAX_OPERATOR_ACTIONS
+    assert shown["operatorActionsOmitted"] == 5
+    assert len(shown["attemptHistory"]) <= MAX_ATTEMPT_HISTORY
 
 
 async def test_purging_does_not_freeze_the_garbage_collector(jobq: Harness) -> None:
