@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from models import Job, Status, format_ts, new_hex_id, parse_ts
+from models import Job, Status, encode_opaque_fields, format_ts, new_hex_id, parse_ts
 
 MAX_ATTEMPTS_KEPT = 50
 # A delivery's status (see the module docstring).
@@ -91,13 +91,22 @@ class Delivery:
             tenant_id=r["tenantId"],
             event=r["event"],
             url=r["url"],
-            body=r["body"],
+            body=_body_from_record(r["body"]),
             created_at=created,
             next_attempt_at=next_at,
             status=r["status"],
             attempts=list(r.get("attempts") or []),
             redelivery=bool(r.get("redelivery", False)),
         )
+
+
+def _body_from_record(body: Any) -> Any:
+    """A stored body with the job inside it held as `to_api` makes it (payload
+    and result encoded), not as decoded trees: after a restart a webhook of a
+    60 KB payload costs its bytes again, not megabytes of small objects."""
+    if isinstance(body, dict) and isinstance(body.get("data"), dict):
+        return {**body, "data": encode_opaque_fields(body["data"])}
+    return body
 
 
 def new_delivery(job_id: str | None, tenant_id: str, event: str, url: str, data: Any, now: datetime) -> Delivery:

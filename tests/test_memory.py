@@ -47,7 +47,9 @@ def small(n: int) -> dict[str, Any]:
 PAYLOADS = {"many_objects": many_objects, "nested_lists": nested_lists, "small": small}
 
 
-async def _probe(data_dir: Path, kind: str, count: int, finish: bool, idem: bool) -> dict[str, float]:
+async def _probe(
+    data_dir: Path, kind: str, count: int, finish: bool, idem: bool, webhook: bool = False
+) -> dict[str, float]:
     from lifecycle import RetryPolicy
     from models import NewJob, Succeeded
     from store import JsonStore
@@ -69,7 +71,9 @@ async def _probe(data_dir: Path, kind: str, count: int, finish: bool, idem: bool
     claimed = None
     for n in range(count):
         key = IdemRequest(f"key-{n}", f"fingerprint-{n}", "/jobs") if idem else None
-        await store.submit("acme", [NewJob(type="echo", payload=make(n))], key, NOW, max_queued=1_000_000)
+        hook = "https://hooks.example/jobq" if webhook else None
+        new = NewJob(type="echo", payload=make(n), webhook_url=hook)
+        await store.submit("acme", [new], key, NOW, max_queued=1_000_000)
     if finish:
         claimed = await store.claim(NOW, count, "w1", 60.0)
         await claimed.durable
@@ -81,6 +85,8 @@ async def _probe(data_dir: Path, kind: str, count: int, finish: bool, idem: bool
     record_bytes = sum(len(orjson.dumps(job.to_record())) for job in jobs) / count
     # An Idempotency-Key's record stores the answer, the job as first shown, again.
     record_bytes += sum(len(orjson.dumps(r.to_record())) for r in store.index.idem.values()) / count
+    # A webhook's delivery holds the ended job as its body.
+    record_bytes += sum(len(orjson.dumps(d.to_record())) for d in store.index.deliveries.values()) / count
     del jobs, claimed
     await store.close()
     del store
@@ -100,9 +106,9 @@ async def _probe(data_dir: Path, kind: str, count: int, finish: bool, idem: bool
     }
 
 
-def probe(data_dir: str, kind: str, count: int, finish: bool, idem: bool) -> None:
+def probe(data_dir: str, kind: str, count: int, finish: bool, idem: bool, webhook: bool = False) -> None:
     """Entry point of the child interpreter; prints its measures as JSON."""
-    print(json.dumps(asyncio.run(_probe(Path(data_dir), kind, count, finish, idem))))
+    print(json.dumps(asyncio.run(_probe(Path(data_dir), kind, count, finish, idem, webhook))))
 
 
 @dataclass(frozen=True)
@@ -120,8 +126,11 @@ class Measure:
         )
 
 
-def measure(tmp_path: Path, kind: str, count: int, finish: bool = False, idem: bool = False) -> Measure:
-    code = f"from tests.test_memory import probe; probe({str(tmp_path)!r}, {kind!r}, {count}, {finish}, {idem})"
+def measure(
+    tmp_path: Path, kind: str, count: int, finish: bool = False, idem: bool = False, webhook: bool = False
+) -> Measure:
+    args = f"{str(tmp_path)!r}, {kind!r}, {count}, {finish}, {idem}, {webhook}"
+    code = f"from tests.test_memory import probe; probe({args})"
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=100, check=False
     )
@@ -150,6 +159,14 @@ def test_an_idempotency_key_does_not_keep_a_decoded_copy_of_the_payload(tmp_path
     m = measure(tmp_path, "many_objects", 30, idem=True)
     print("with Idempotency-Key:", m)
     assert m.record > 120_000  # the job's record and the key's
+    assert m.live < 4 * m.record, m
+    assert m.restarted < 4 * m.record, m
+
+
+def test_a_webhook_delivery_does_not_keep_a_decoded_copy_of_the_job(tmp_path: Path) -> None:
+    m = measure(tmp_path, "many_objects", 20, finish=True, webhook=True)
+    print("succeeded with a webhook:", m)
+    assert m.record > 200_000  # the job's record and its delivery's, each with payload and result
     assert m.live < 4 * m.record, m
     assert m.restarted < 4 * m.record, m
 
