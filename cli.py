@@ -6,6 +6,7 @@ import argparse
 import stat
 import sys
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from clock import SystemClock
@@ -86,7 +87,7 @@ def _change(settings: Settings, doc: TenantsDoc, args: argparse.Namespace) -> tu
     return key, f"a {'read-only' if args.read_only else 'write'} key for {args.name!r}"
 
 
-def parked_jobs(records: dict[str, Any]) -> list[tuple[str, str]]:
+def parked_jobs(records: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Jobs a start could not recover and parked as `fatal`, with the reason."""
     found = []
     for key, value in records.items():

@@ -31,6 +31,7 @@ from fsio import PRIVATE_DIR, PRIVATE_FILE, FileSystem, atomic_write, is_temp_fi
 from storefiles import (
     PID_NAME,
     SNAPSHOT_NAME,
+    Records,
     check_folded,
     check_generations,
     encode_entry,
@@ -91,7 +92,7 @@ class DurableLog:
 
     # ---- start-up -------------------------------------------------------
 
-    def load(self, check: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    def load(self, check: Callable[[Records], None] | None = None) -> Records:
         """Lock the directory, read snapshot and journals, return every record.
 
         Raises `StoreLocked` if another process holds the directory and
@@ -107,7 +108,7 @@ class DurableLog:
         self._tighten_modes()
         self._write_pid()
         self._remove_temp_files()
-        self._committed = {k: encode_entry(k, v) for k, v in records.items()}
+        self._committed = dict(records.entries())  # the entries as read: nothing decoded or encoded again
         self._generation = max([snapshot_generation or 0, *journals]) + 1
         atomic_write(self.fs, self.snapshot_path, snapshot_chunks(self._generation - 1, list(self._committed.values())))
         for generation in journals:
@@ -115,7 +116,7 @@ class DurableLog:
         self._open_journal()
         return records
 
-    def read_all(self) -> tuple[dict[str, Any], int | None, list[int]]:
+    def read_all(self) -> tuple[Records, int | None, list[int]]:
         """Every record on disk, the snapshot's generation (None: no snapshot)
         and the journal generations found; reads only. Journals a crash left
         behind after they were folded are read and checked against the

@@ -11,7 +11,7 @@ write leaves nothing behind: no phantom job, no remembered Idempotency-Key.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -89,7 +89,7 @@ class JsonStore(OutboxOperations):
         Raises `StoreLocked` or `CorruptStore`."""
         jobs: list[Job] = []
 
-        def decode(records: dict[str, Any]) -> None:
+        def decode(records: Mapping[str, Any]) -> None:
             # Before the load rewrites anything: a record jobq cannot read leaves the files as they are.
             try:
                 for key, value in records.items():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -66,14 +66,81 @@ def snapshot_chunks(generation: int, entries: list[bytes]) -> Iterator[bytes]:
     yield b"\n]}\n"
 
 
-def read_snapshot(fs: FileSystem, path: Path) -> tuple[dict[str, Any], int | None]:
-    """Every record of the snapshot at `path` and its generation ({}, None when
-    there is none); `CorruptStore` naming the file when it cannot be read."""
+class Records(MutableMapping[str, Any]):
+    """Records read from disk, each held as its encoded entry (`[key, value]`
+    JSON, exactly as the next snapshot writes it) and decoded only when
+    asked for. So a start never holds every record decoded at once: a store
+    of payloads made of many small objects would need many times its size
+    for that. `entry(key)` hands the encoded form on without decoding."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, bytes] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        return orjson.loads(self._entries[key])[1]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._entries[key] = encode_entry(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        del self._entries[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def set_entry(self, key: str, entry: bytes) -> None:
+        self._entries[key] = entry
+
+    def entries(self) -> dict[str, bytes]:
+        return self._entries
+
+
+def read_snapshot(fs: FileSystem, path: Path) -> tuple[Records, int | None]:
+    """Every record of the snapshot at `path` and its generation (none, None
+    when there is no snapshot); `CorruptStore` naming the file when it cannot
+    be read. A snapshot as jobq writes it (one record a line) is decoded a
+    line at a time; one reformatted by hand is read whole."""
     try:
-        doc = orjson.loads(fs.read_bytes(path))
+        data = fs.read_bytes(path)
     except FileNotFoundError:
-        return {}, None
-    except (OSError, ValueError) as exc:
+        return Records(), None
+    except OSError as exc:
+        raise CorruptStore(f"{path} cannot be read ({exc}); {UNTOUCHED}") from exc
+    lines = data.split(b"\n")
+    del data
+    header = _snapshot_header(lines[0])
+    if header is None or lines[-2:] != [b"]}", b""]:
+        return _read_whole_snapshot(path, b"\n".join(lines))
+    body = lines[1:-2]
+    records = Records()
+    for line in body if body != [b""] else []:
+        entry = line[:-1] if line.endswith(b",") else line
+        try:
+            pair = orjson.loads(entry)
+        except ValueError as exc:
+            raise CorruptStore(f"{path} cannot be read ({exc}); {UNTOUCHED}") from exc
+        _check_pair(path, pair)
+        records.set_entry(pair[0], entry)
+    return records, header
+
+
+def _snapshot_header(line: bytes) -> int | None:
+    """The generation of a snapshot's first line as jobq writes it, or None."""
+    prefix = b'{"format":"%s","version":%d,"generation":' % (FORMAT.encode(), VERSION)
+    suffix = b',"records":['
+    if not (line.startswith(prefix) and line.endswith(suffix)):
+        return None
+    digits = line[len(prefix) : -len(suffix)]
+    return int(digits) if digits.isdigit() and len(digits) < 19 else None
+
+
+def _read_whole_snapshot(path: Path, data: bytes) -> tuple[Records, int | None]:
+    try:
+        doc = orjson.loads(data)
+    except ValueError as exc:
         raise CorruptStore(f"{path} cannot be read ({exc}); {UNTOUCHED}") from exc
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CorruptStore(f"{path} is not a jobq store file; {UNTOUCHED}")
@@ -82,12 +149,16 @@ def read_snapshot(fs: FileSystem, path: Path) -> tuple[dict[str, Any], int | Non
     generation, pairs = doc.get("generation"), doc.get("records")
     if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0 or not isinstance(pairs, list):
         raise CorruptStore(f"{path} is damaged (no generation or records); {UNTOUCHED}")
-    records: dict[str, Any] = {}
+    records = Records()
     for pair in pairs:
-        if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)):
-            raise CorruptStore(f"{path} holds a damaged record; {UNTOUCHED}")
+        _check_pair(path, pair)
         records[pair[0]] = pair[1]
     return records, generation
+
+
+def _check_pair(path: Path, pair: Any) -> None:
+    if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)):
+        raise CorruptStore(f"{path} holds a damaged record; {UNTOUCHED}")
 
 
 def journal_generations(directory: Path, *, strict: bool = True) -> list[int]:
@@ -189,7 +260,7 @@ def read_journal(fs: FileSystem, path: Path) -> Iterator[list[list[Any]]]:
         yield pairs
 
 
-def replay(fs: FileSystem, path: Path, records: dict[str, Any]) -> None:
+def replay(fs: FileSystem, path: Path, records: MutableMapping[str, Any]) -> None:
     """Apply the journal at `path` to `records` (see `read_journal`)."""
     for pairs in read_journal(fs, path):
         for key, value in pairs:
@@ -199,7 +270,9 @@ def replay(fs: FileSystem, path: Path, records: dict[str, Any]) -> None:
                 records[key] = value
 
 
-def check_folded(fs: FileSystem, directory: Path, snapshot: int, folded: list[int], records: dict[str, Any]) -> None:
+def check_folded(
+    fs: FileSystem, directory: Path, snapshot: int, folded: list[int], records: MutableMapping[str, Any]
+) -> None:
     """Read the journals a crash left after they were folded into the snapshot
     (`records`) and check that it holds the last change each made to a key:
     then they are merely leftovers and may be deleted. `CorruptStore` if not."""

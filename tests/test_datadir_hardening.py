@@ -75,7 +75,7 @@ def journal_names(directory: Path) -> list[str]:
 async def load(directory: Path, **kwargs: Any) -> dict[str, Any]:
     log = DurableLog(directory, **kwargs)
     try:
-        return log.load()
+        return dict(log.load())
     finally:
         await log.close()
 
