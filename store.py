@@ -59,8 +59,8 @@ STORAGE_RETRY_AFTER_SECONDS = 60
 
 
 class JsonStore(OutboxOperations):
-    """The JSON-file backend; one process per data directory (a lock file keeps
-    others out). Reads are answered from memory."""
+    """The JSON-file backend; one process per data directory (an `flock` on
+    the directory keeps others out). Reads are answered from memory."""
 
     def __init__(
         self,
