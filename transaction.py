@@ -125,9 +125,14 @@ class Transaction:
         self._rolled_back = True
         for undo in reversed(self._undo):
             undo()
+        self._undo.clear()
 
     def _ended(self) -> None:
-        """The write is done (durable, or failed and undone)."""
+        """The write is done (durable, or failed and undone). The undo steps
+        go: each refers back to this transaction, a cycle only the garbage
+        collector (made rare by `app.tune_gc`) would free, and it would keep
+        every replaced version of every job alive until then."""
+        self._undo.clear()
         unwritten = self.index.unwritten_deliveries
         for delivery_id in self._deliveries:
             left = unwritten.pop(delivery_id) - 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import weakref
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -22,6 +23,7 @@ from errors import StoreUnavailable
 from lifecycle import MAX_ATTEMPT_HISTORY, MAX_OPERATOR_ACTIONS, RECOVERY_FAILED_ERROR, settle
 from models import Failed, NewJob, Status
 from tests.conftest import Harness, HarnessFactory
+from transaction import Transaction
 
 DEEP = 10_000
 CHUNK = 1000
@@ -302,3 +304,24 @@ async def test_purging_does_not_freeze_the_garbage_collector(jobq: Harness) -> N
     assert await jobq.store.purge(jobq.clock.now(), 7 * 86400) == 1
 
     assert gc.get_freeze_count() == frozen
+
+
+async def test_a_committed_transaction_is_freed_without_the_garbage_collector(jobq: Harness) -> None:
+    """Undo steps refer back to their transaction; kept after the commit they
+    made a cycle that held every replaced job version until a rare full
+    collection (the soak's RSS climbed 6 MiB a minute)."""
+    job = await jobq.submit()
+    gc.disable()
+    try:
+        for commit in ("commit", "commit_nowait"):
+            tx = Transaction(jobq.store.index)
+            tx.put(jobq.store.index.jobs[job["jobId"]].evolve(priority=2))
+            if commit == "commit":
+                await tx.commit(jobq.store.log.commit, jobq.store._listeners)
+            else:
+                await tx.commit_nowait(jobq.store.log.commit, jobq.store._listeners)
+            freed = weakref.ref(tx)
+            del tx
+            assert freed() is None, commit
+    finally:
+        gc.enable()
