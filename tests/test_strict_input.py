@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+import strict_json
+from errors import BadRequest
 from tests.conftest import Harness
 
 PROBLEM = "application/problem+json"
@@ -720,3 +722,23 @@ async def test_batch_refs_wait_for_each_other_and_run_in_order(jobq: Harness) ->
         assert done["status"] == "succeeded", ref
         assert done["result"] == {"ref": ref}
     assert jobq.store.counts("acme")["succeeded"] == 5
+
+
+@pytest.mark.parametrize(
+    ("text", "deep"),
+    [
+        pytest.param("[" * 64 + "]" * 64, False, id="64-levels"),
+        pytest.param("[" * 65 + "]" * 65, True, id="65-levels"),
+        pytest.param('{"a": "' + "[" * 100 + '"}', False, id="brackets-in-a-string"),
+        pytest.param('["\\"[[[", ' + "[" * 63 + "]" * 63 + "]", False, id="escaped-quote-then-63-more"),
+        pytest.param('["\\\\", ' + "[" * 64 + "]" * 64 + "]", True, id="escaped-backslash-then-64-more"),
+        pytest.param('{"a": {"b": {"c": [' * 16 + "1" + "]}}}" * 16, False, id="64-mixed"),
+        pytest.param('{"a": {"b": {"c": [' * 16 + "{}" + "]}}}" * 16, True, id="65-mixed"),
+    ],
+)
+def test_nesting_is_measured_on_the_text_not_fooled_by_strings(text: str, deep: bool) -> None:
+    if deep:
+        with pytest.raises(BadRequest, match="deeper than 64"):
+            strict_json.loads(text.encode())
+    else:
+        assert strict_json.loads(text.encode()) == json.loads(text)
