@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -26,6 +27,7 @@ class Services:
     health: Health
     limiter: SubmitLimiter = field(default_factory=SubmitLimiter)
     redeliveries: SubmitLimiter = field(default_factory=SubmitLimiter)
+    parse_lanes: dict[str, asyncio.Lock] = field(default_factory=dict)  # one large body parsed at a time per tenant
     shutting_down: bool = False
 
     @property

@@ -7,7 +7,8 @@ errors are raised and rendered by `problems.problem_middleware`.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
@@ -38,6 +39,7 @@ routes = web.RouteTableDef()
 # Parsing and checking a 1 MiB body of many small objects holds the event loop
 # ~100 ms (a 1 MiB string: ~1 ms); above this size it runs in a worker thread.
 PARSE_IN_THREAD_BYTES = 64 * 1024
+T = TypeVar("T")
 
 REDELIVERIES_PER_MINUTE = 60  # per tenant (admins share one bucket); each job at most once a minute too
 REDELIVERY_BURST = 20
@@ -60,8 +62,22 @@ async def read_json_sized(request: web.Request) -> tuple[Any, int]:
     check_utf8(request)
     body = await read_body(request, services_of(request).settings.max_body_bytes)
     if len(body) > PARSE_IN_THREAD_BYTES:
-        return await asyncio.to_thread(strict_json.loads, body), len(body)
+        return await off_loop(request, strict_json.loads, body), len(body)
     return strict_json.loads(body), len(body)
+
+
+async def off_loop(request: web.Request, work: Callable[..., T], *args: Any) -> T:
+    """Run CPU-heavy `work` (parsing a large body) in a thread, one at a time
+    per tenant: a thread still takes turns with the event loop for the GIL, so
+    a tenant sending many large bodies at once gets them parsed in turn and
+    cannot take the CPU from other tenants' requests."""
+    lanes = services_of(request).parse_lanes
+    owner = principal_of(request).tenant_id or ""
+    lane = lanes.get(owner)
+    if lane is None:
+        lane = lanes[owner] = asyncio.Lock()
+    async with lane:
+        return await asyncio.to_thread(work, *args)
 
 
 def render_jobs(services: Services, jobs: list[Job], *, with_history: bool = False) -> list[dict[str, Any]]:
@@ -87,7 +103,7 @@ async def _submit(request: web.Request, parse: Any) -> tuple[SubmitResult, dict[
     now = services.clock.now()
     specs: list[NewJob]
     if size > PARSE_IN_THREAD_BYTES:
-        specs = await asyncio.to_thread(parse, body, services.registry, services.submit_defaults, now)
+        specs = await off_loop(request, parse, body, services.registry, services.submit_defaults, now)
     else:
         specs = parse(body, services.registry, services.submit_defaults, now)
     limits = services.tenants.limits(tenant_id)
