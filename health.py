@@ -15,9 +15,11 @@ global: tests run many apps in one process.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 logger = logging.getLogger(__name__)
@@ -104,3 +106,38 @@ class RoundBackoff:
 
     def succeeded(self) -> None:
         self.current = 0.0
+
+
+async def run_rounds(
+    task: str,
+    health: Health,
+    one_round: Callable[[], Awaitable[float]],
+    wake: asyncio.Event,
+    stop_requested: asyncio.Event,
+    stall_seconds: float,
+) -> None:
+    """A background loop: `one_round()` (which returns how long to wait, at
+    most, before the next one), then wait for `wake` or that long, until
+    `stop_requested`. A round that raises is logged with its traceback
+    (`action=<task>_round_failed`), counted, and retried after `RoundBackoff`;
+    every round reports progress, so `/readyz` sees a loop that stalls."""
+    health.task_started(task, stall_seconds)
+    backoff = RoundBackoff()
+    loop = asyncio.get_running_loop()
+    while not stop_requested.is_set():
+        wake.clear()
+        try:
+            wait = await one_round()
+        except Exception:
+            logger.exception("action=%s_round_failed", task)
+            health.task_error(task)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop_requested.wait(), backoff.failed())
+            continue
+        backoff.succeeded()
+        health.progress(task)
+        if wake.is_set():
+            continue
+        timer = loop.call_later(wait, wake.set)
+        await wake.wait()
+        timer.cancel()

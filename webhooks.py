@@ -25,7 +25,6 @@ deliveries; `run_until_idle()` repeats until none is due or being sent;
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -39,7 +38,7 @@ import orjson
 from clock import Clock
 from delivery_policy import Decision, RetrySchedule, decide
 from errors import StoreUnavailable
-from health import Health, RoundBackoff
+from health import Health, run_rounds
 from models import format_ts
 from outbound import MAX_BODY, AddressRefused, OutboundError, Response, guarded_session, retry_after_seconds, send
 from outbox import DELIVERED, PENDING, Delivery
@@ -149,26 +148,12 @@ class DeliverySender:
         """The service loop, until `stop()`. A round that raises is retried
         after `RoundBackoff` (0.1 s doubling to 5 s, real time)."""
         logger.info("action=sender_start concurrency=%d", self.limits.concurrency)
-        self.health.task_started(TASK, STALL_SECONDS)
-        backoff = RoundBackoff()
-        while not self._stopping:
-            self._wake.clear()
-            try:
-                self.run_once()
-                wait = self._idle_wait()
-            except Exception:
-                logger.exception("action=webhook_sender_round_failed")
-                self.health.task_error(TASK)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop_requested.wait(), backoff.failed())
-                continue
-            backoff.succeeded()
-            self.health.progress(TASK)
-            if self._wake.is_set():
-                continue
-            timer = asyncio.get_running_loop().call_later(wait, self._wake.set)
-            await self._wake.wait()
-            timer.cancel()
+        await run_rounds(TASK, self.health, self._round, self._wake, self._stop_requested, STALL_SECONDS)
+
+    async def _round(self) -> float:
+        """One round of `run`; how long to wait at most before the next."""
+        self.run_once()
+        return self._idle_wait()
 
     def _idle_wait(self) -> float:
         due = self.store.next_delivery_at()

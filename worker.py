@@ -13,7 +13,6 @@ name a loop that stalls.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import os
@@ -26,7 +25,7 @@ from clock import Clock
 from errors import StaleAttempt, StoreUnavailable
 from execution import execute
 from handlers import Context, Registry
-from health import Health, RoundBackoff
+from health import Health, run_rounds
 from models import CLAIMABLE, Failed, Interrupted, Job, Outcome, Status
 from store_protocol import Store
 
@@ -165,26 +164,12 @@ class Worker:
         """The service loop, until `stop()`. A round that raises is retried
         after `RoundBackoff` (0.1 s doubling to 5 s, real time)."""
         logger.info("action=worker_start workerId=%s concurrency=%d", self.worker_id, self.concurrency)
-        self.health.task_started(TASK, STALL_SECONDS)
-        backoff = RoundBackoff()
-        while not self._stopping:
-            self._wake.clear()
-            try:
-                await self.run_once()
-                wait = self._idle_wait()
-            except Exception:
-                logger.exception("action=worker_round_failed workerId=%s", self.worker_id)
-                self.health.task_error(TASK)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop_requested.wait(), backoff.failed())
-                continue
-            backoff.succeeded()
-            self.health.progress(TASK)
-            if self._wake.is_set():
-                continue
-            timer = asyncio.get_running_loop().call_later(wait, self._wake.set)
-            await self._wake.wait()
-            timer.cancel()
+        await run_rounds(TASK, self.health, self._round, self._wake, self._stop_requested, STALL_SECONDS)
+
+    async def _round(self) -> float:
+        """One round of `run`; how long to wait at most before the next."""
+        await self.run_once()
+        return self._idle_wait()
 
     def _idle_wait(self) -> float:
         wait = MAX_IDLE_WAIT_SECONDS
