@@ -201,7 +201,8 @@ class Worker:
 
     def _start(self, job: Job) -> _Running:
         attempt = job.attempts
-        log = logging.LoggerAdapter(_handler_logger(job.type), {"jobId": job.job_id, "attempt": attempt})
+        extra = {"jobId": job.job_id, "tenantId": job.tenant_id, "attempt": attempt}
+        log = logging.LoggerAdapter(_handler_logger(job.type), extra)
 
         async def report(fraction: float, message: str | None) -> None:
             try:

@@ -100,7 +100,7 @@ async def test_text_log_escapes_tenant_text_and_carries_the_job(
     assert line.startswith(tuple("0123456789")) and " INFO jobq.handler.fail " in line
     assert "\\n" + FORGED in line
     assert "\\x1b[2J\\u202etxt.exe\\x9b31m\\u2028" in line
-    assert line.endswith(f" jobId={job_id} attempt=1"), line
+    assert line.endswith(f" jobId={job_id} tenantId=acme attempt=1"), line
     assert "Error handling request" in log  # the parser's errors were logged ...
     assert_no_secret(log)  # ... without the key or the cookie they quote
 
@@ -123,7 +123,7 @@ async def test_json_log_is_one_object_a_line(tmp_path: Path, session: aiohttp.Cl
     assert all(RFC3339_UTC.match(r["ts"]) for r in records), records
     [failed] = [r for r in records if r["msg"].startswith("attempt failed")]
     assert failed["level"] == "INFO" and failed["logger"] == "jobq.handler.fail"
-    assert failed["jobId"] == job_id and failed["attempt"] == 1
+    assert failed["jobId"] == job_id and failed["attempt"] == 1 and failed["tenantId"] == "acme"
     assert "\n" + FORGED + "\r\x1b[2J\u202etxt.exe\x9b31m\u2028" in failed["msg"]  # exact text, escaped only as JSON
     parser_errors = [r for r in records if r["logger"] == "aiohttp.server"]
     assert parser_errors and all("Traceback" in r["exc"] for r in parser_errors)
