@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tracemalloc
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -322,3 +322,12 @@ def test_q_searches_the_encoded_payload_without_regard_to_case() -> None:
     assert text_contains(accented, "élan")
     assert text_contains(accented, "vital")
     assert not text_contains(accented, "elan")
+
+
+def test_the_timestamp_cache_stays_bounded() -> None:
+    import models
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for n in range(models.FORMATTED_CACHE_SIZE * 3):
+        models.format_ts(start.replace(microsecond=0) + timedelta(milliseconds=n))
+        assert len(models._formatted) <= models.FORMATTED_CACHE_SIZE
