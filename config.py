@@ -171,6 +171,10 @@ class Settings:
     # first second, arrive at no less than this average rate.
     body_timeout_seconds: float = 30.0
     body_min_bytes_per_second: int = 1024
+    # Request body bytes one tenant may send per second (a token bucket with a
+    # burst of four seconds' worth): parsing costs CPU by the byte, and one
+    # process has one interpreter lock to share among all tenants.
+    tenant_body_kib_per_second: int = 1024
     # Records at this level and above go to stderr, as text lines or JSON objects (logsetup.py).
     log_level: str = "INFO"
     log_format: str = "text"
@@ -223,6 +227,7 @@ class Settings:
             keepalive_timeout_seconds=_float(env, "JOBQ_KEEPALIVE_TIMEOUT_SECONDS", 75.0, minimum=0.01),
             body_timeout_seconds=_float(env, "JOBQ_BODY_TIMEOUT_SECONDS", 30.0, minimum=0.01),
             body_min_bytes_per_second=_int(env, "JOBQ_BODY_MIN_BYTES_PER_SECOND", 1024),
+            tenant_body_kib_per_second=_int(env, "JOBQ_TENANT_BODY_KIB_PER_SECOND", 1024, minimum=64),
             log_level=_choice(env, "JOBQ_LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
             log_format=_choice(env, "JOBQ_LOG_FORMAT", "text", LOG_FORMATS),
             ws_max_per_tenant=_int(env, "JOBQ_WS_MAX_PER_TENANT", 50, minimum=1),

@@ -29,6 +29,7 @@ from errors import (
 )
 from idempotency import idem_request
 from models import Job, ListQuery, NewJob, Status
+from ratelimit import TokenBucket
 from request_body import check_utf8, defer_continue, read_body
 from services import Services, services_of
 from store_protocol import SubmitResult, jobs_as_api
@@ -39,6 +40,7 @@ routes = web.RouteTableDef()
 # Parsing and checking a 1 MiB body of many small objects holds the event loop
 # ~100 ms (a 1 MiB string: ~1 ms); above this size it runs in a worker thread.
 PARSE_IN_THREAD_BYTES = 64 * 1024
+BODY_BURST_SECONDS = 4  # a tenant's body budget holds this many seconds' worth
 T = TypeVar("T")
 
 REDELIVERIES_PER_MINUTE = 60  # per tenant (admins share one bucket); each job at most once a minute too
@@ -60,10 +62,33 @@ async def read_json_sized(request: web.Request) -> tuple[Any, int]:
     if request.content_type != "application/json":
         raise UnsupportedMediaType(f"send Content-Type: application/json, not {request.content_type or 'nothing'}")
     check_utf8(request)
-    body = await read_body(request, services_of(request).settings.max_body_bytes)
+    services = services_of(request)
+    budget = _body_budget(request, services)
+    if request.content_length is not None:
+        _charge_body(request, budget, request.content_length)  # before a byte of it is read
+    body = await read_body(request, services.settings.max_body_bytes)
+    if request.content_length is None:
+        _charge_body(request, budget, len(body))  # chunked: known only now, still before parsing
     if len(body) > PARSE_IN_THREAD_BYTES:
         return await off_loop(request, strict_json.loads, body), len(body)
     return strict_json.loads(body), len(body)
+
+
+def _body_budget(request: web.Request, services: Services) -> TokenBucket:
+    """The tenant's budget of request-body KiB (admins share one)."""
+    rate = services.settings.tenant_body_kib_per_second
+    owner = principal_of(request).tenant_id or ""
+    return services.body_budget.bucket(owner, rate * 60, rate * BODY_BURST_SECONDS, services.clock.monotonic())
+
+
+def _charge_body(request: web.Request, budget: TokenBucket, size: int) -> None:
+    kib = max(1, -(-size // 1024))
+    if not budget.take(services_of(request).clock.monotonic(), kib):
+        refuse_request(request, "body_rate")
+        raise RateLimited(
+            f"this tenant may send {round(budget.rate)} KiB of request bodies a second; this one has {kib} KiB",
+            retry_after=budget.seconds_until(kib),
+        )
 
 
 async def off_loop(request: web.Request, work: Callable[..., T], *args: Any) -> T:
