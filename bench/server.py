@@ -85,6 +85,9 @@ class Server:
             JOBQ_DATA_DIR=str(self.data_dir),
             JOBQ_WORKER_CONCURRENCY=str(concurrency),
             JOBQ_LOG_LEVEL="WARNING",
+            # Like the tenants' submit limits, the body budget is out of the way of
+            # throughput runs; the neighbour scenario sets the default back.
+            JOBQ_TENANT_BODY_KIB_PER_SECOND=str(1 << 30),
         )
         env.update(self.extra_env)
         return env
