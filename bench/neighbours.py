@@ -30,14 +30,14 @@ from bench.client import ECHO_BODY, ECHO_JOB, JSON_HEADERS
 from bench.payload_memory import BODY_LIMIT, LARGE_PAYLOAD_BYTES, batch_size, many_small_objects
 from bench.report import Row
 from bench.server import Server, temp_server
-
-# The default per-tenant body budget (JOBQ_TENANT_BODY_KIB_PER_SECOND), which
-# the other scenarios lift out of the way: this one measures the protection.
-DEFAULT_BODY_BUDGET = {"JOBQ_TENANT_BODY_KIB_PER_SECOND": "1024"}
 from bench.stats import count, ms, percentile
 
 if TYPE_CHECKING:
     from bench.scenarios import Plan
+
+# The default per-tenant body budget (JOBQ_TENANT_BODY_KIB_PER_SECOND), which
+# the other scenarios lift out of the way: this one measures the protection.
+DEFAULT_BODY_BUDGET = {"JOBQ_TENANT_BODY_KIB_PER_SECOND": "1024"}
 
 MIB = 1 << 20
 FLOOD_TENANT = "flood"

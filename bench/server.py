@@ -88,6 +88,7 @@ class Server:
             # Like the tenants' submit limits, the body budget is out of the way of
             # throughput runs; the neighbour scenario sets the default back.
             JOBQ_TENANT_BODY_KIB_PER_SECOND=str(1 << 30),
+            JOBQ_WS_MAX_PER_TENANT="1000",  # the live scenarios open 200 viewers of one tenant
         )
         env.update(self.extra_env)
         return env
