@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -167,3 +167,16 @@ async def wait_until_drained(api: Api) -> float:
             raise TimeoutError(f"jobs were still unfinished after {DRAIN_TIMEOUT_SECONDS:g} s")
         await asyncio.sleep(DRAIN_POLL_SECONDS)
     return time.perf_counter()
+
+
+async def every(seconds: float, deadline: float, action: Callable[[], Awaitable[None]]) -> None:
+    """Run `action` every `seconds` until `deadline` (perf_counter); late rounds are not made up."""
+    next_at = time.perf_counter()
+    while next_at < deadline:
+        await action()
+        next_at += seconds
+        delay = next_at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        else:
+            next_at = time.perf_counter()

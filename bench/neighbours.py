@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 import orjson
 
-from bench.client import ECHO_BODY, ECHO_JOB, JSON_HEADERS
+from bench.client import ECHO_BODY, ECHO_JOB, JSON_HEADERS, every
 from bench.payload_memory import BODY_LIMIT, LARGE_PAYLOAD_BYTES, batch_size, many_small_objects
 from bench.report import Row
 from bench.server import Server, temp_server
@@ -65,20 +65,15 @@ def flood_bodies() -> list[Flood]:
 
 
 async def victim(session: aiohttp.ClientSession, url: str, gap: float, deadline: float, found: list[float]) -> None:
-    next_at = time.perf_counter()
-    while next_at < deadline:
+    async def submit() -> None:
         sent = time.perf_counter()
         async with session.post(url, data=ECHO_BODY, headers=JSON_HEADERS) as response:
             await response.read()
             if response.status != 201:
                 raise RuntimeError(f"a victim's POST /jobs: {response.status}")
         found.append(time.perf_counter() - sent)
-        next_at += gap
-        delay = next_at - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        else:
-            next_at = time.perf_counter()
+
+    await every(gap, deadline, submit)
 
 
 async def flooder(session: aiohttp.ClientSession, url: str, body: bytes, deadline: float, seen: Counter[int]) -> None:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import orjson
 
-from bench.client import ECHO_JOB, JSON_HEADERS, session_for
+from bench.client import ECHO_JOB, JSON_HEADERS, every, session_for
 from bench.hook_receiver import FAST, receiver_for
 from bench.live import viewers_for
 from bench.report import Row
@@ -106,19 +106,6 @@ class Traffic:
             return None
         self.recent.append(answer["jobId"])
         return str(answer["jobId"])
-
-
-async def every(seconds: float, deadline: float, action: Callable[[], Awaitable[None]]) -> None:
-    """Run `action` every `seconds` until `deadline` (perf_counter); late rounds are not made up."""
-    next_at = time.perf_counter()
-    while next_at < deadline:
-        await action()
-        next_at += seconds
-        delay = next_at - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        else:
-            next_at = time.perf_counter()
 
 
 def parts(traffic: Traffic, server: Server, hook_url: str) -> list[tuple[float, Callable[[], Awaitable[None]]]]:
