@@ -64,8 +64,8 @@ async def read_json_sized(request: web.Request) -> tuple[Any, int]:
     check_utf8(request)
     services = services_of(request)
     budget = _body_budget(request, services)
-    if request.content_length is not None:
-        _charge_body(request, budget, request.content_length)  # before a byte of it is read
+    if request.content_length is not None and request.content_length <= services.settings.max_body_bytes:
+        _charge_body(request, budget, request.content_length)  # before a byte of it is read (over the limit: 413)
     body = await read_body(request, services.settings.max_body_bytes)
     if request.content_length is None:
         _charge_body(request, budget, len(body))  # chunked: known only now, still before parsing

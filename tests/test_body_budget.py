@@ -38,3 +38,14 @@ async def test_a_tenant_over_its_body_budget_is_refused_and_others_are_not(make_
     assert (await post(h, "globex", body_of(30))).status == 201  # another tenant's budget is its own
     h.clock.advance(2)  # 128 KiB come back
     assert (await post(h, "acme", big)).status == 201
+
+
+async def test_a_body_over_the_size_limit_is_a_413_and_costs_no_budget(make_harness: HarnessFactory) -> None:
+    h = await make_harness(tenant_body_kib_per_second=RATE_KIB)
+    headers = {**h.headers(), "Content-Type": "application/json", "Content-Length": str(2 << 20), "Connection": "close"}
+
+    response = await h.client.post("/jobs", data=b"{}", headers=headers)
+
+    assert response.status == 413
+    assert (await post(h, "acme", body_of(120))).status == 201
+    assert (await post(h, "acme", body_of(120))).status == 201  # the whole burst was still there
