@@ -34,7 +34,7 @@ from config import ConfigError, Settings
 from connlimits import start_http
 from delivery_policy import RetrySchedule
 from errors import CorruptStore, StoreLocked
-from handlers import REGISTRY, Registry
+from handlers import REGISTRY, HandlerModuleError, Registry, load_handler_modules
 from health import Health
 from lifecycle import RetryPolicy
 from pages import setup_pages
@@ -222,6 +222,12 @@ def ensure_demo_tenant(settings: Settings) -> str | None:
 
 async def serve(settings: Settings) -> int:
     clock = SystemClock()
+    try:
+        # Before anything is touched: a broken handler module stops the start.
+        load_handler_modules(settings.handler_modules, default_registry(allow_private_urls=settings.allow_private_urls))
+    except HandlerModuleError as exc:
+        print(f"jobq: {exc}", file=sys.stderr)
+        return 2
     try:
         tenants = TenantRegistry(settings.tenants_file, clock.monotonic)
     except TenantsFileError as exc:

@@ -55,6 +55,15 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("text", "json")
 
 
+def _module_names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list of importable module names (dotted identifiers)."""
+    names = tuple(part.strip() for part in (env.get(name) or "").split(",") if part.strip())
+    for module in names:
+        if not all(piece.isidentifier() for piece in module.split(".")):
+            raise ConfigError(f"{name} must list module names separated by commas; {module!r} is not one")
+    return names
+
+
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...], upper: bool = False) -> str:
     raw = (env.get(name) or "").strip()
     if not raw:
@@ -178,6 +187,8 @@ class Settings:
     # Records at this level and above go to stderr, as text lines or JSON objects (logsetup.py).
     log_level: str = "INFO"
     log_format: str = "text"
+    # The operator's handler modules (JOBQ_HANDLERS), imported at start.
+    handler_modules: tuple[str, ...] = ()
     # Live-update sockets (issue 8): open at once per tenant (its keys and
     # sessions) and overall (admins included); bytes waiting for one socket
     # (its queue and its transport's buffer) before its stream is dropped for
@@ -230,6 +241,7 @@ class Settings:
             tenant_body_kib_per_second=_int(env, "JOBQ_TENANT_BODY_KIB_PER_SECOND", 1024, minimum=64),
             log_level=_choice(env, "JOBQ_LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
             log_format=_choice(env, "JOBQ_LOG_FORMAT", "text", LOG_FORMATS),
+            handler_modules=_module_names(env, "JOBQ_HANDLERS"),
             ws_max_per_tenant=_int(env, "JOBQ_WS_MAX_PER_TENANT", 50, minimum=1),
             ws_max_total=_int(env, "JOBQ_WS_MAX_TOTAL", 1000, minimum=1),
             ws_max_pending_bytes=_int(env, "JOBQ_WS_MAX_PENDING_BYTES", 1024 * 1024, minimum=16 * 1024),

@@ -18,13 +18,18 @@ decoded from the job's stored JSON on each read, a fresh copy: read it once.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
+import os
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from errors import FieldError
 from models import JSON, Job
+
+logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[float, str | None], Awaitable[None]]
 Validator = Callable[[dict[str, JSON]], list[FieldError]]
@@ -119,3 +124,24 @@ class Registry:
 
 
 REGISTRY = Registry()
+
+
+class HandlerModuleError(Exception):
+    """An operator's handler module (JOBQ_HANDLERS) could not be imported."""
+
+
+def load_handler_modules(names: tuple[str, ...], registry: Registry) -> None:
+    """Import the operator's handler modules, which register their handlers
+    on `REGISTRY` (`registry`, with the built-ins already in it, so a module
+    cannot take a built-in's name) as they are imported. They are looked up on `sys.path` and
+    in the working directory. Raises `HandlerModuleError` naming the module
+    that failed, and why, for the first one that does."""
+    if names and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # a broken module of any kind must stop the start, not crash it
+            raise HandlerModuleError(f"JOBQ_HANDLERS: cannot import {name!r}: {type(exc).__name__}: {exc}") from exc
+    if names:
+        logger.info("action=handlers_loaded modules=%s types=%s", ",".join(names), ",".join(registry.names()))
