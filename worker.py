@@ -274,7 +274,9 @@ class Worker:
         spec = self.registry.get(job.type)
         if spec is None:
             return Failed(f"no handler is registered for type {job.type!r}", permanent=True)
-        return await execute(spec, job, ctx)
+        # The handler gets its own copy: setting its fields (or changing the
+        # payload, which is decoded afresh for each reader) changes nothing stored.
+        return await execute(spec, job.evolve(), ctx)
 
     @staticmethod
     def _outcome_of_stop(running: _Running) -> Outcome | None:

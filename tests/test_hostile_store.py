@@ -325,3 +325,25 @@ async def test_a_committed_transaction_is_freed_without_the_garbage_collector(jo
             assert freed() is None, commit
     finally:
         gc.enable()
+
+
+async def test_a_handler_that_changes_its_job_changes_nothing_stored(
+    jobq: Harness, make_harness: HarnessFactory
+) -> None:
+    async def meddle(job: Any, ctx: Any) -> Any:
+        job.payload["n"] = 99
+        job.priority = 3
+        job.tenant_id = "globex"
+        return {"seen": job.payload["n"]}
+
+    jobq.registry.handler("meddle")(meddle)
+    job = await jobq.submit(type="meddle", payload={"n": 1})
+
+    await jobq.drain()
+
+    stored = await jobq.get(job["jobId"])
+    assert (stored["status"], stored["payload"], stored["priority"]) == ("succeeded", {"n": 1}, 1)
+    assert stored["result"] == {"seen": 1}  # each read of the payload is a fresh copy
+    h = await restart(jobq, make_harness)
+    assert h.store.index.jobs[job["jobId"]].tenant_id == "acme"
+    assert (await h.get(job["jobId"]))["payload"] == {"n": 1}
