@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from models import format_ts, parse_ts
+from timefmt import format_ts, parse_ts
 
 DLQ_NOT_EMPTY, DELIVERY_FAILED, LEASE_EXPIRED = "dlq_not_empty", "delivery_failed", "lease_expired"
 ALERT_KINDS = (DLQ_NOT_EMPTY, DELIVERY_FAILED, LEASE_EXPIRED)

@@ -23,17 +23,12 @@ instead of the stream, so the hub's work does not grow with the job rate
 times the number of viewers, and the workers keep their pace (measured by
 `make bench`, `live-drain`). Behind clients cost `publish_job` nothing.
 
-What bounds one viewer's memory (issue 8): its *pending bytes*, the encoded
-messages queued for it (`queued_bytes`, including the one its sender holds)
-plus what its transport has buffered and not yet handed to the kernel
-(`transport.get_write_buffer_size()`: a peer that stops reading fills it,
-since aiohttp waits for the buffer to drain only above its high-water mark).
-A message that would take them past `max_pending_bytes` is not queued: the
-client falls behind, and its snapshot is queued only once its buffer has room
-for it, or is empty. So that it always fits, a snapshot holds as many of
-the newest jobs as fit in half the bound (all `snapshot_jobs` of them unless
-jobs are tens of kilobytes each). A client that stays over the bound for
-`stuck_seconds` is closed (1008) and counted as `ws_slow_reader`.
+What bounds one viewer's memory (issue 8): its pending bytes, the encoded
+messages queued for it plus what its transport has buffered
+(`transport.get_write_buffer_size()`). A message that would take them past
+`max_pending_bytes` is not queued: the client falls behind and gets a
+snapshot (cut to half the bound) once its buffer has room; one that stays
+over the bound for `stuck_seconds` is closed (1008, `ws_slow_reader`).
 
 Every tick also re-checks who each client is (`Access`): its key hash must
 still be in the tenants file (the `authenticate` callable, the registry's
@@ -43,14 +38,7 @@ signed-out session's sockets at once. `reserve` holds a place under the caps
 (`max_per_tenant` for a tenant's keys and sessions, `max_total` for all,
 admins included) before the upgrade.
 
-Messages (JSON text frames):
-- `{"type":"snapshot","counts":{status: n},"jobs":[newest 100, newest first]}`
-- `{"type":"job","job":{...}}` on every status change (and progress report)
-- `{"type":"delivery","delivery":{...}}` when a webhook delivery is made,
-  attempted or redelivered (as `GET /jobs/{id}/deliveries` shows it)
-- `{"type":"metrics","at":ts,"counts":{...},"queueDepth":n,"finishedLastMinute":n,
-  "finishedPerSecond":x,"finishedBySecond":[60 ints, oldest first],
-  "deliveries":{pending,delivered,failed,stopped},"alerts":[active alerts]}` on `tick()`
+The messages are listed in `live_messages.py`, which builds them.
 
 A snapshot reads the store's memory, which runs up to one group commit ahead
 of what is durable: a `job` message right after a snapshot may be older than
@@ -70,11 +58,11 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from clock import Clock
 from live_client import BEHIND, LIVE, Access, LiveClient, Scope, Socket
-from models import TERMINAL, Job, ListQuery, Status, format_ts
+from live_messages import LiveMessages
+from models import TERMINAL, Job
 from outbox import Delivery
-from store_protocol import Store, jobs_as_api
+from store_protocol import Store
 from tenants import Principal
-from throughput import FinishedCounter
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +100,6 @@ class LiveHub:
         self.clock = clock
         self.queue_size = queue_size  # for clients that connect from now on
         self.send_budget = send_budget
-        self.snapshot_jobs = snapshot_jobs
         self.max_per_tenant = max_per_tenant
         self.max_total = max_total
         self.max_pending_bytes = max_pending_bytes
@@ -126,7 +113,8 @@ class LiveHub:
         self._live: dict[Scope, set[LiveClient]] = {}
         self._behind: set[LiveClient] = set()
         self._ticks = 0
-        self.finished = FinishedCounter(int(clock.monotonic()))
+        self.messages = LiveMessages(store, clock, snapshot_jobs=snapshot_jobs, max_pending_bytes=max_pending_bytes)
+        self.finished = self.messages.finished
 
     @property
     def clients(self) -> frozenset[LiveClient]:
@@ -294,7 +282,7 @@ class LiveHub:
         if job.status in TERMINAL and job.finished_at == job.updated_at:
             # Entered a terminal state in this change (not a later touch of a finished job).
             self.finished.record(job.tenant_id, int(self.clock.monotonic()))
-        self._to_viewers_of(job.tenant_id, lambda: {"type": "job", "job": self._render([job])[0]})
+        self._to_viewers_of(job.tenant_id, lambda: self.messages.job(job))
 
     def publish_delivery(self, delivery: Delivery) -> None:
         """A store listener: a webhook delivery changed (made, attempted,
@@ -342,7 +330,7 @@ class LiveHub:
                 continue
             data = snapshots.get(client.tenant_id)
             if data is None:
-                data = snapshots[client.tenant_id] = self.encoded_snapshot(client.tenant_id)
+                data = snapshots[client.tenant_id] = self.messages.encoded_snapshot(client.tenant_id)
             if buffered and client.queued_bytes + buffered + len(data) > self.max_pending_bytes:
                 self._still_stuck(client)
                 continue
@@ -353,7 +341,7 @@ class LiveHub:
             self._go_live(client)
         now_second = int(self.clock.monotonic())
         for scope, clients in list(self._live.items()):
-            self._offer(list(clients), orjson.dumps(self.metrics(scope, now_second)))
+            self._offer(list(clients), orjson.dumps(self.messages.metrics(scope, now_second)))
 
     def _still_stuck(self, client: LiveClient) -> None:
         if client.stuck_since is None:
@@ -410,48 +398,6 @@ class LiveHub:
             else:
                 client.queued_bytes += size
 
-    # ---- what is sent ------------------------------------------------------
-
-    def _render(self, jobs: list[Job]) -> list[dict[str, Any]]:
-        return jobs_as_api(self.store, jobs, self.clock.now())
-
-    def snapshot(self, tenant_id: Scope) -> dict[str, Any]:
-        """Counts by status and the newest `snapshot_jobs` jobs of the scope."""
-        jobs, _ = self.store.list_jobs(ListQuery(tenant_id, limit=self.snapshot_jobs))
-        return {"type": "snapshot", "counts": self.store.counts(tenant_id), "jobs": self._render(jobs)}
-
-    def encoded_snapshot(self, tenant_id: Scope) -> bytes:
-        """`snapshot()` as sent: its jobs cut to the newest that fit in half
-        of `max_pending_bytes`, so that a snapshot always fits a client's bound."""
-        snapshot = self.snapshot(tenant_id)
-        budget = self.max_pending_bytes // 2
-        jobs = []
-        for job in snapshot["jobs"]:
-            encoded = orjson.dumps(job)
-            budget -= len(encoded) + 1
-            if budget < 0:
-                break
-            jobs.append(encoded)
-        return b'{"type":"snapshot","counts":%b,"jobs":[%b]}' % (orjson.dumps(snapshot["counts"]), b",".join(jobs))
-
-    def metrics(self, tenant_id: Scope, now_second: int) -> dict[str, Any]:
-        """Counts by status, queue depth (queued + retry) and jobs finished
-        (entered succeeded, fatal or cancelled) over the last minute, as seen
-        by this hub since it started."""
-        counts = self.store.counts(tenant_id)
-        series = self.finished.by_second(tenant_id, now_second)
-        return {
-            "type": "metrics",
-            "at": format_ts(self.clock.now()),
-            "counts": counts,
-            "queueDepth": counts[Status.QUEUED.value] + counts[Status.RETRY.value],
-            "finishedLastMinute": sum(series),
-            "finishedPerSecond": round(self.finished.per_second(series, now_second), 3),
-            "finishedBySecond": series,
-            "deliveries": self.store.delivery_counts(tenant_id),
-            "alerts": [alert.to_api() for alert in self.store.alerts(tenant_id) if alert.active],
-        }
-
     async def _send_loop(self, client: LiveClient) -> None:
         """Drain the client's queue into its socket, within its share of the
         send budget, until the socket fails or the task is cancelled. Pacing
@@ -473,7 +419,7 @@ class LiveHub:
                     tokens, refilled = 1.0, loop.time()
                 tokens -= 1.0
                 if item is None:
-                    item = self.encoded_snapshot(client.tenant_id)
+                    item = self.messages.encoded_snapshot(client.tenant_id)
                     self._go_live(client)  # changes from now on are queued after the snapshot
                 else:
                     client.queued_bytes -= len(item)  # written at once, into the transport's buffer

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from ids import new_id
 from models import (
     Attempt,
     AttemptStatus,
@@ -28,7 +29,6 @@ from models import (
     Status,
     Succeeded,
     check_transition,
-    new_id,
 )
 from outbox import delivery_for
 from rules import backoff_seconds

@@ -7,7 +7,8 @@ import binascii
 from datetime import datetime
 
 from errors import BadRequest
-from models import Job, ListQuery, format_ts, parse_ts
+from models import Job, ListQuery
+from timefmt import format_ts, parse_ts
 
 
 def matches(job: Job, query: ListQuery) -> bool:

@@ -11,13 +11,14 @@ payload of 7,500 small objects costs 60 KB, not 1.5 MB of Python objects.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 import orjson
+
+from timefmt import format_ts, parse_ts
 
 JSON = Any
 
@@ -97,75 +98,6 @@ class AttemptStatus(StrEnum):
     FAILED = "failed"
     SUCCEEDED = "succeeded"
     INTERRUPTED = "interrupted"
-
-
-def format_ts(value: datetime | None) -> str | None:
-    """RFC 3339 UTC with milliseconds: 2026-11-24T09:30:00.123Z."""
-    if value is None:
-        return None
-    text = _formatted.get(value)
-    if text is None:
-        if len(_formatted) >= FORMATTED_CACHE_SIZE:
-            _formatted.clear()
-        utc = value if value.tzinfo is UTC else value.astimezone(UTC)
-        text = _formatted[value] = utc.isoformat(timespec="milliseconds")[:-6] + "Z"
-    return text
-
-
-# The same instants are formatted again and again (a job's createdAt in every
-# version of its record); remembering them halves the cost of a record. The
-# versions of a job follow each other closely, so recent instants are enough:
-# 100,000 of them held ~23 MB, which a soak read as a leak.
-FORMATTED_CACHE_SIZE = 10_000
-_formatted: dict[datetime, str] = {}
-
-
-def new_id() -> str:
-    """A random (version 4) UUID string, from a pool of OS randomness: one
-    `getrandom` call per 256 ids instead of one per id."""
-    raw = bytearray(_random_bytes())
-    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
-    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-def new_hex_id() -> str:
-    """128 random bits as 32 hex digits (a webhook-id's), from the same pool."""
-    return _random_bytes().hex()
-
-
-def _random_bytes() -> bytes:
-    global _random_pool, _random_offset
-    if _random_offset >= len(_random_pool):
-        _random_pool, _random_offset = os.urandom(16 * 256), 0
-    raw = _random_pool[_random_offset : _random_offset + 16]
-    _random_offset += 16
-    return raw
-
-
-_random_pool = b""
-_random_offset = 0
-
-
-def _forget_random_pool() -> None:
-    # A forked child inherits the pool; what is left of it is the parent's next ids.
-    global _random_pool, _random_offset
-    _random_pool, _random_offset = b"", 0
-
-
-os.register_at_fork(after_in_child=_forget_random_pool)
-
-
-def parse_ts(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
-
-
-def to_ms(value: datetime) -> datetime:
-    """Truncate to whole milliseconds, the precision jobq stores and shows."""
-    return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
 
 @dataclass(slots=True)

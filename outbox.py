@@ -17,7 +17,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from models import Job, Status, encode_opaque_fields, format_ts, new_hex_id, parse_ts
+from ids import new_hex_id
+from models import Job, Status, encode_opaque_fields
+from timefmt import format_ts, parse_ts
 
 MAX_ATTEMPTS_KEPT = 50
 # A delivery's status (see the module docstring).

@@ -10,7 +10,8 @@ from datetime import datetime
 
 import orjson
 
-from models import JSON, Job, Status, format_ts
+from models import JSON, Job, Status
+from timefmt import format_ts
 
 PRIORITY_NAMES = {0: "low", 1: "medium", 2: "high", 3: "critical"}
 

@@ -18,7 +18,6 @@ from typing import Any
 
 from alerts import Alert
 from errors import (
-    Conflict,
     CorruptStore,
     IdempotencyInFlight,
     IdempotencyMismatch,
@@ -30,6 +29,7 @@ from errors import (
     StoreUnavailable,
 )
 from fsio import FileSystem
+from ids import new_id
 from jobindex import IdemRecord, JobIndex
 from journal import DurableLog
 from lifecycle import (
@@ -38,27 +38,27 @@ from lifecycle import (
     RetryPolicy,
     cancel,
     park,
-    retry_from_dlq,
     settle,
     start_attempt,
 )
 from lifecycle import first_unfinished_dependency as _first_unfinished
 from listing import decode_cursor, encode_cursor, matches
-from models import LEASE_EXPIRED_ERROR, Failed, Job, ListQuery, NewJob, Outcome, Status, format_ts, new_id, to_ms
+from models import LEASE_EXPIRED_ERROR, Failed, Job, ListQuery, NewJob, Outcome, Status
 from outbox import Delivery
 from rules import waiting_reason
+from store_operator import OperatorOperations
 from store_outbox import OutboxOperations
 from store_protocol import Claimed, DeliveryListener, IdemRequest, JobListener, Listeners, SubmitResult, jobs_as_api
 from submission import build_jobs
+from timefmt import format_ts, to_ms
 from transaction import Transaction, atomic
 
 logger = logging.getLogger(__name__)
 
-BULK_CHUNK = 1000
 STORAGE_RETRY_AFTER_SECONDS = 60
 
 
-class JsonStore(OutboxOperations):
+class JsonStore(OutboxOperations, OperatorOperations):
     """The JSON-file backend; one process per data directory (an `flock` on
     the directory keeps others out). Reads are answered from memory."""
 
@@ -398,52 +398,3 @@ class JsonStore(OutboxOperations):
             record = self.index.idem[idem_key]
             if all(j not in self.index.jobs for j in record.job_ids):
                 tx.remove_idem(*idem_key)
-
-    # ---- operator actions ------------------------------------------------
-
-    async def cancel(self, job_id: str, tenant_id: str | None, actor: str, now: datetime) -> Job:
-        job = self._get_visible(job_id, tenant_id)
-        if job.terminal:
-            raise Conflict(f"job {job_id} is already {job.status.value}")
-        with atomic(self.index) as tx:
-            done = cancel(tx, job, f"cancelled by {actor}", to_ms(now), actor=actor)
-        await self._commit(tx)
-        logger.info("action=cancel jobId=%s tenantId=%s actor=%s", job_id, job.tenant_id, actor)
-        return done
-
-    async def retry(self, job_id: str, tenant_id: str | None, actor: str, now: datetime) -> Job:
-        job = self._get_visible(job_id, tenant_id)
-        if job.status is not Status.FATAL:
-            raise Conflict(f"only fatal jobs can be retried; job {job_id} is {job.status.value}")
-        with atomic(self.index) as tx:
-            queued = retry_from_dlq(tx, job, actor, to_ms(now))
-        await self._commit(tx)
-        logger.info("action=retry jobId=%s tenantId=%s actor=%s", job_id, job.tenant_id, actor)
-        return queued
-
-    async def bulk(
-        self, query: ListQuery, job_ids: list[str] | None, action: str, actor: str, now: datetime
-    ) -> tuple[int, int]:
-        """Cancel or retry every job matching `query` (or each of `job_ids` the
-        caller may see). Applied in chunks of `BULK_CHUNK` jobs, each atomic."""
-        now = to_ms(now)
-        if job_ids is not None:
-            targets = [j for j in (self.get(i, query.tenant_id) for i in dict.fromkeys(job_ids)) if j is not None]
-        else:
-            targets = [j for j in self.index.newest_first(query.tenant_id, query.statuses) if matches(j, query)]
-        changed = 0
-        for start in range(0, len(targets), BULK_CHUNK):
-            with atomic(self.index) as tx:
-                for target in targets[start : start + BULK_CHUNK]:
-                    job = tx.latest(target.job_id)
-                    if job is None:
-                        continue
-                    if action == "cancel" and not job.terminal:
-                        cancel(tx, job, f"cancelled by {actor}", now, actor=f"{actor} (bulk)")
-                        changed += 1
-                    elif action == "retry" and job.status is Status.FATAL:
-                        retry_from_dlq(tx, job, f"{actor} (bulk)", now)
-                        changed += 1
-            await self._commit(tx)
-        logger.info("action=bulk_%s matched=%d changed=%d actor=%s", action, len(targets), changed, actor)
-        return len(targets), changed

@@ -17,8 +17,9 @@ from delivery_policy import Decision
 from errors import Conflict, RateLimited
 from jobindex import JobIndex
 from lifecycle import REDELIVER_INTERVAL_SECONDS, redeliver_wait_seconds, with_action
-from models import Job, OperatorAction, to_ms
+from models import Job, OperatorAction
 from outbox import DELIVERY_STATUSES, PENDING, Delivery, attempted, redelivered
+from timefmt import to_ms
 from transaction import Transaction, atomic
 
 

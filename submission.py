@@ -7,8 +7,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from errors import FieldError, ValidationFailed
-from models import Job, NewJob, Status, encode_json, to_ms
+from models import Job, NewJob, Status, encode_json
 from rules import find_cycle, payload_hash
+from timefmt import to_ms
 
 
 def build_jobs(

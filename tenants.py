@@ -26,7 +26,7 @@ import orjson
 import strict_json
 from errors import BadRequest
 from fsio import PRIVATE_DIR, PRIVATE_FILE, FileSystem, atomic_write
-from models import format_ts, parse_ts
+from timefmt import format_ts, parse_ts
 
 logger = logging.getLogger(__name__)
 

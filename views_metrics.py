@@ -44,7 +44,7 @@ def _scope(request: web.Request) -> str | None:
 async def metrics(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     scope = _scope(request)
-    document = hub.metrics(scope, int(hub.clock.monotonic()))
+    document = hub.messages.metrics(scope, int(hub.clock.monotonic()))
     del document["type"]
     document["dlq"] = document["counts"][Status.FATAL.value]
     if scope is None:

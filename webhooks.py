@@ -39,11 +39,11 @@ from clock import Clock
 from delivery_policy import Decision, RetrySchedule, decide
 from errors import StoreUnavailable
 from health import Health, run_rounds
-from models import format_ts
 from outbound import MAX_BODY, AddressRefused, OutboundError, Response, guarded_session, retry_after_seconds, send
 from outbox import DELIVERED, PENDING, Delivery
 from signing import WebhookSecretError, sign
 from store_protocol import Store
+from timefmt import format_ts
 
 logger = logging.getLogger(__name__)
 

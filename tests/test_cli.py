@@ -83,7 +83,7 @@ def test_tenants_file_changes_are_picked_up_by_a_running_registry(tmp_path: Path
 def test_rotating_the_webhook_secret_keeps_the_old_one_for_the_window(tmp_path: Path) -> None:
     from datetime import timedelta
 
-    from models import parse_ts
+    from timefmt import parse_ts
 
     run(tmp_path, "tenants", "add", "acme")
     first = orjson.loads((tmp_path / "tenants.json").read_bytes())["tenants"]["acme"]["webhookSecrets"][0]

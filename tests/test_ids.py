@@ -1,4 +1,4 @@
-"""Ids are unique across fork() (issue 8): `models.new_id` draws from
+"""Ids are unique across fork() (issue 8): `ids.new_id` draws from
 a pool of OS randomness, which a forked child must not share with its parent."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FORK_SCRIPT = textwrap.dedent(
     """
     import json, os, sys
-    from models import new_hex_id, new_id
+    from ids import new_hex_id, new_id
 
     before = [new_id() for _ in range(10)]  # the pool is now partly used
     read_end, write_end = os.pipe()

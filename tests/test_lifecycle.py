@@ -330,7 +330,7 @@ async def test_retention_purges_old_terminal_jobs_and_their_keys(jobq: Harness) 
 
 
 def _seconds_between(start: str, end: str) -> float:
-    from models import parse_ts
+    from timefmt import parse_ts
 
     a, b = parse_ts(start), parse_ts(end)
     assert a is not None and b is not None

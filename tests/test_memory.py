@@ -184,7 +184,8 @@ def test_a_small_job_stays_small(tmp_path: Path) -> None:
 
 
 def _job(tenant: str, payload: dict[str, Any], **changes: Any) -> Job:
-    from models import NewJob, new_id
+    from ids import new_id
+    from models import NewJob
     from submission import build_jobs
 
     spec = NewJob(type="echo", payload=payload, webhook_url=changes.pop("webhook_url", None))
@@ -193,7 +194,8 @@ def _job(tenant: str, payload: dict[str, Any], **changes: Any) -> Job:
 
 
 def _versions() -> list[Job]:
-    from models import Attempt, AttemptStatus, OperatorAction, Status, new_id
+    from ids import new_id
+    from models import Attempt, AttemptStatus, OperatorAction, Status
 
     def attempt(n: int, error: str | None) -> Attempt:
         return Attempt(new_id(), new_id(), n, AttemptStatus.FAILED, "worker-1", NOW, error, NOW)
@@ -325,9 +327,9 @@ def test_q_searches_the_encoded_payload_without_regard_to_case() -> None:
 
 
 def test_the_timestamp_cache_stays_bounded() -> None:
-    import models
+    import timefmt
 
     start = datetime(2026, 1, 1, tzinfo=UTC)
-    for n in range(models.FORMATTED_CACHE_SIZE * 3):
-        models.format_ts(start.replace(microsecond=0) + timedelta(milliseconds=n))
-        assert len(models._formatted) <= models.FORMATTED_CACHE_SIZE
+    for n in range(timefmt.FORMATTED_CACHE_SIZE * 3):
+        timefmt.format_ts(start.replace(microsecond=0) + timedelta(milliseconds=n))
+        assert len(timefmt._formatted) <= timefmt.FORMATTED_CACHE_SIZE

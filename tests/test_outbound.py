@@ -17,10 +17,10 @@ from aiohttp.test_utils import TestServer
 import outbound
 from builtin_handlers import register_builtins
 from handlers import Registry
-from models import parse_ts
 from outbound import MAX_BODY, AddressRefused, guarded_session, send
 from tests.conftest import Harness
 from tests.receivers import FakeResolver, answer
+from timefmt import parse_ts
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 

@@ -130,7 +130,7 @@ def test_no_module_shadows_the_standard_library() -> None:
 def test_new_ids_are_random_version_4_uuids() -> None:
     import uuid
 
-    from models import new_id
+    from ids import new_id
 
     ids = [new_id() for _ in range(600)]  # more than one pool of randomness
     assert len(set(ids)) == len(ids)

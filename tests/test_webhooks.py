@@ -20,11 +20,11 @@ from standardwebhooks import Webhook
 import outbound
 from app import SENDER
 from clock import FakeClock
-from models import parse_ts
 from tenants import TenantsDoc
 from tests.conftest import Harness, HarnessFactory
 from tests.faults import JOURNAL, FaultyFS, GatedFS
 from tests.receivers import FakeResolver, Receiver, answer
+from timefmt import parse_ts
 from views_jobs import REDELIVERY_BURST
 from webhooks import DeliverySender
 

@@ -456,15 +456,15 @@ async def test_a_snapshot_keeps_the_newest_jobs_that_fit_in_half_the_bound(make_
     specs = [NewJob("echo", {"i": i, "blob": BLOB}) for i in range(20)]
     await jobq.store.submit("acme", specs, None, jobq.clock.now(), max_queued=100_000)
     hub = hub_of(jobq)
-    encoded = hub.encoded_snapshot("acme")
+    encoded = hub.messages.encoded_snapshot("acme")
     assert len(encoded) <= BOUND // 2
-    full = orjson.loads(orjson.dumps(hub.snapshot("acme")))
+    full = orjson.loads(orjson.dumps(hub.messages.snapshot("acme")))
     cut = orjson.loads(encoded)
     assert cut["type"] == "snapshot" and cut["counts"] == full["counts"]
     assert 0 < len(cut["jobs"]) < len(full["jobs"]) == 20
     assert cut["jobs"] == full["jobs"][: len(cut["jobs"])]  # the newest ones, in order
     roomy = LiveHub(jobq.store, jobq.clock, max_pending_bytes=64 << 20)
-    assert orjson.loads(roomy.encoded_snapshot("acme")) == full  # nothing cut when it all fits
+    assert orjson.loads(roomy.messages.encoded_snapshot("acme")) == full  # nothing cut when it all fits
 
 
 async def test_shutdown_does_not_wait_for_a_reader_that_never_reads(
