@@ -71,15 +71,14 @@ class Health:
         state.running = False
         state.stopped_reason = reason
 
-    def problems(self, expected_running: bool = True) -> list[str]:
+    def problems(self) -> list[str]:
         """A sentence for each background task that died, has failed every
         round for longer than its `stall_seconds`, or made no progress that long."""
         now = self.monotonic()
         found = []
         for state in self.tasks.values():
             if not state.running:
-                if expected_running:
-                    found.append(f"background task {state.name} stopped: {state.stopped_reason}")
+                found.append(f"background task {state.name} stopped: {state.stopped_reason}")
             elif state.failing_since is not None and now - state.failing_since > state.stall_seconds:
                 found.append(
                     f"background task {state.name} failing every round for {now - state.failing_since:.0f} s"

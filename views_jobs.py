@@ -237,7 +237,7 @@ async def redeliver(request: web.Request) -> web.Response:
         principal.tenant_id or "", REDELIVERIES_PER_MINUTE, REDELIVERY_BURST, services.clock.monotonic()
     )
     if not bucket.take(services.clock.monotonic()):
-        services.health.refuse("redeliver_rate")
+        refuse_request(request, "redeliver_rate")
         raise RateLimited(
             f"at most {REDELIVERIES_PER_MINUTE} redeliveries a minute per tenant", retry_after=bucket.seconds_until()
         )
