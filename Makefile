@@ -22,6 +22,7 @@ run: venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 # pytest exits 5 when it collects nothing; that is reported, not hidden as a pass.
 test: venv lint

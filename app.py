@@ -1,223 +1,34 @@
-"""jobq: the HTTP service, wired together. `python app.py` serves; `python app.py
-tenants|keys|doctor ...` manages the tenants file and the data directory.
+"""jobq's API process. `python app.py` serves the HTTP API, the dashboard and the
+WebSocket (and, unless `JOBQ_WORKER_CONCURRENCY=0`, a worker pool);
+`python app.py tenants|keys|doctor|new-secret ...` manages tenants and checks a
+data directory (`jobq/cli.py`).
 
-`create_app(settings, store, clock, ...)` is the one factory, used by the
-entry point and by the tests alike. Nothing imports this module.
+The application itself is built by `jobq.web.factory.create_app`; the store by
+`store.open_store`. Nothing imports this module.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
-import signal
 import sys
-from collections.abc import AsyncIterator, Coroutine
-from datetime import datetime
-from typing import Any
 
-from aiohttp import web
-
-import openapi
-import views_dashboard
-import views_jobs
-import views_metrics
-import views_session
-import views_ws
-from alert_monitor import TASK as ALERTS_TASK
-from alert_monitor import AlertMonitor
-from auth import AUTH_FAILURES, SESSIONS, make_auth_middleware
-from builtin_handlers import register_builtins
-from clock import Clock, SystemClock
-from config import ConfigError, Settings
-from connlimits import start_http
-from delivery_policy import RetrySchedule
-from errors import CorruptStore, StoreLocked
-from handlers import REGISTRY, HandlerModuleError, Registry, load_handler_modules
-from health import Health
-from lifecycle import RetryPolicy
-from pages import setup_pages
-from problems import problem_middleware
-from ratelimit import FailureWindow
-from services import SERVICES, Services
-from sessions import SessionCodec, SessionSecretError
-from store import JsonStore
-from store_protocol import Store
-from tenants import TenantRegistry, TenantsDoc, TenantsFileError, updating
-from webhooks import TASK as SENDER_TASK
-from webhooks import DeliverySender, SenderLimits
-from worker import TASK as WORKER_TASK
-from worker import Worker
+from jobq.core import logsetup
+from jobq.core.clock import SystemClock
+from jobq.core.config import ConfigError, Settings
+from jobq.core.errors import CorruptStore, StoreLocked
+from jobq.core.process import tune_gc, wait_for_signal
+from jobq.tenancy.tenants import TenantRegistry, TenantsFileError, ensure_demo_tenant
+from jobq.web.connlimits import start_http
+from jobq.web.factory import SENDER, WORKER, create_app
+from jobq.web.services import SERVICES
+from jobq.web.sessions import SessionCodec, SessionSecretError
+from jobq.worker.builtin import default_registry
+from jobq.worker.handlers import HandlerModuleError, load_handler_modules
+from store import open_store
 
 logger = logging.getLogger("jobq")
-
-WORKER = web.AppKey("jobq.worker", Worker)
-SENDER = web.AppKey("jobq.sender", DeliverySender)
-ALERTS = web.AppKey("jobq.alerts", AlertMonitor)
-
-
-def create_app(
-    settings: Settings,
-    store: Store,
-    clock: Clock,
-    *,
-    registry: Registry | None = None,
-    tenants: TenantRegistry | None = None,
-    session_codec: SessionCodec | None = None,
-    run_worker: bool = True,
-) -> web.Application:
-    """The aiohttp application over an opened `store`, which it closes on
-    cleanup. With `run_worker=False` the worker exists (as `app[WORKER]`) but
-    only runs when a test drives it (`run_once`, `run_until_idle`).
-    Without `session_codec` the session secret is loaded (or created) here,
-    which raises `SessionSecretError` for an unusable `session.key`."""
-    registry = registry or default_registry(allow_private_urls=settings.allow_private_urls)
-    tenants = tenants or TenantRegistry(settings.tenants_file, clock.monotonic)
-    services = Services(
-        settings=settings, store=store, clock=clock, registry=registry, tenants=tenants, health=Health(clock.monotonic)
-    )
-    failures = FailureWindow(settings.auth_failures_per_minute)
-    session_codec = session_codec or SessionCodec.from_settings(settings, clock)
-    app = web.Application(
-        middlewares=[problem_middleware, make_auth_middleware(tenants, failures, clock, session_codec)],
-        client_max_size=settings.max_body_bytes,
-    )
-    app[SERVICES] = services
-    app[AUTH_FAILURES] = failures
-    app[SESSIONS] = session_codec
-    setup_pages(app)
-    app.add_routes(views_session.routes)
-    app.add_routes(views_dashboard.routes)
-    app.add_routes(views_jobs.routes)
-    app.add_routes(views_metrics.routes)
-    app.add_routes(openapi.routes)
-    worker = Worker(
-        store,
-        registry,
-        clock,
-        concurrency=settings.worker_concurrency,
-        lease_seconds=settings.lease_seconds,
-        retention_seconds=settings.retention_days * 86400.0,
-        health=services.health,
-    )
-    app[WORKER] = worker
-    sender = make_sender(settings, store, clock, tenants, services.health)
-    app[SENDER] = sender
-    app[ALERTS] = AlertMonitor(
-        store,
-        clock,
-        tenant_names=tenants.tenant_names,
-        dlq_alert_seconds=settings.dlq_alert_seconds,
-        alert_url=settings.alert_url,
-        health=services.health,
-    )
-    views_ws.setup_live(app, store, clock)
-
-    async def close_store(app: web.Application) -> AsyncIterator[None]:
-        yield
-        await sender.stop(0)  # already stopped when it ran; this closes its client sessions
-        await store.close()
-
-    async def run_worker_loop(app: web.Application) -> AsyncIterator[None]:
-        task = start_background(services, worker.run(), WORKER_TASK)
-        yield
-        services.shutting_down = True
-        await worker.stop(settings.shutdown_grace_seconds)
-        await asyncio.wait([task])  # one that died was logged when it did
-
-    async def run_outbox(app: web.Application) -> AsyncIterator[None]:
-        tasks = [start_background(services, app[ALERTS].run(), ALERTS_TASK)]
-        if settings.webhook_concurrency:
-            tasks.append(start_background(services, sender.run(), SENDER_TASK))
-        yield
-        services.shutting_down = True  # the first cleanup step: these tasks end as expected now
-        tasks[0].cancel()
-        await sender.stop(min(settings.shutdown_grace_seconds, settings.webhook_timeout_seconds))
-        await asyncio.wait(tasks)
-
-    app.cleanup_ctx.append(close_store)
-    if run_worker:
-        # Also with concurrency 0 (API only): it still expires and purges jobs.
-        app.cleanup_ctx.append(run_worker_loop)
-        app.cleanup_ctx.append(run_outbox)
-    return app
-
-
-def start_background(services: Services, loop_coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-    """Run a background loop as a task named `jobq-<name>`. When it ends, its
-    `Health` state says why (`/readyz` names it); an end before shutdown
-    is logged as an error, with the exception's traceback if it raised."""
-
-    def ended(task: asyncio.Task[None]) -> None:
-        error = None if task.cancelled() else task.exception()
-        reason = f"{type(error).__name__}: {error}" if error is not None else "returned"
-        if task.cancelled():
-            reason = "cancelled"
-        services.health.task_stopped(name, reason)
-        if not services.shutting_down:
-            exc_info = (type(error), error, error.__traceback__) if error is not None else None
-            logger.error("action=background_task_died task=%s reason=%s", name, reason, exc_info=exc_info)
-
-    task = asyncio.get_running_loop().create_task(loop_coro, name=f"jobq-{name}")
-    task.add_done_callback(ended)
-    return task
-
-
-def make_sender(
-    settings: Settings, store: Store, clock: Clock, tenants: TenantRegistry, health: Health | None = None
-) -> DeliverySender:
-    """The webhook sender: tenants' secrets from the tenants file, the alert
-    secret from the settings."""
-
-    def tenant_secrets(tenant_id: str, now: datetime) -> list[str]:
-        return tenants.webhook_secrets(tenant_id, now, settings.webhook_rotation_hours)
-
-    return DeliverySender(
-        store,
-        clock,
-        tenant_secrets,
-        schedule=RetrySchedule(settings.webhook_retry_schedule),
-        limits=SenderLimits(
-            timeout_seconds=settings.webhook_timeout_seconds,
-            concurrency=settings.webhook_concurrency,
-            tenant_concurrency=settings.webhook_tenant_concurrency,
-            allow_private=settings.allow_private_urls,
-        ),
-        operator_secret=settings.alert_secret.reveal() if settings.alert_secret else None,
-        health=health,
-    )
-
-
-def retry_policy(settings: Settings) -> RetryPolicy:
-    return RetryPolicy(
-        base_seconds=settings.retry_base_seconds,
-        max_seconds=settings.retry_max_seconds,
-        max_snoozes=settings.max_snoozes,
-    )
-
-
-def make_json_store(settings: Settings, tenants: TenantRegistry) -> JsonStore:
-    return JsonStore(
-        settings.data_dir,
-        retry=retry_policy(settings),
-        max_running=tenants.max_running,
-        aging_seconds=settings.aging_seconds,
-        worker_slots=settings.worker_concurrency,
-        compact_bytes=settings.journal_compact_bytes,
-    )
-
-
-def ensure_demo_tenant(settings: Settings) -> str | None:
-    """On a first start (no tenants file), create tenant `demo`; returns its key.
-    Under the tenants file's update lock, like every CLI write."""
-    with updating(settings.tenants_file):
-        if settings.tenants_file.exists():
-            return None
-        doc = TenantsDoc()
-        key = doc.add_tenant("demo")
-        doc.write(settings.tenants_file)
-    return key
 
 
 async def serve(settings: Settings) -> int:
@@ -233,13 +44,9 @@ async def serve(settings: Settings) -> int:
     except TenantsFileError as exc:
         print(f"jobq: {exc}", file=sys.stderr)
         return 2
-    if settings.store_url != "json":
-        print(f"jobq: JOBQ_STORE={settings.store_url!r} is not supported by this build; use 'json'", file=sys.stderr)
-        return 2
-    store = make_json_store(settings, tenants)
     try:
-        await store.open(clock.now())
-    except (StoreLocked, CorruptStore) as exc:
+        store = await open_store(settings, clock, tenants)
+    except (StoreLocked, CorruptStore, ConfigError) as exc:
         print(f"jobq: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
@@ -247,7 +54,7 @@ async def serve(settings: Settings) -> int:
         return 2
     try:
         # After the store: a refused start leaves the data directory untouched.
-        demo_key = ensure_demo_tenant(settings)
+        demo_key = ensure_demo_tenant(settings.tenants_file)
         if demo_key:
             tenants.reload()
         session_codec = SessionCodec.from_settings(settings, clock)
@@ -277,41 +84,7 @@ async def serve(settings: Settings) -> int:
     return 0
 
 
-def tune_gc() -> None:
-    """jobq keeps every job in memory, so a full collection of the cyclic GC
-    walks millions of objects (~150 ms at 100k jobs, a pause of every
-    request). Young collections stay frequent, full ones become rare, and
-    everything loaded at start is frozen out of them (Instagram's recipe)."""
-    gc.set_threshold(50_000, 50, 100)
-    gc.freeze()
-
-
-async def wait_for_signal() -> None:
-    """Return on the first SIGTERM/SIGINT; a second one exits at once."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-
-    def on_signal() -> None:
-        if stop.is_set():
-            os._exit(1)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal)
-    await stop.wait()
-
-
-def default_registry(*, allow_private_urls: bool = False) -> Registry:
-    """The process-wide registry, with the built-in handlers (registered once,
-    by the first call: `allow_private_urls` is that call's)."""
-    if REGISTRY.get("echo") is None:
-        register_builtins(REGISTRY, allow_private_urls=allow_private_urls)
-    return REGISTRY
-
-
 def main(argv: list[str]) -> int:
-    import logsetup
-
     try:
         settings = Settings.from_env(os.environ)
     except ConfigError as exc:
@@ -319,7 +92,7 @@ def main(argv: list[str]) -> int:
         return 2
     logsetup.configure(settings.log_level, settings.log_format)
     if argv:
-        from cli import run_command
+        from jobq.cli import run_command
 
         return run_command(settings, argv)
     return asyncio.run(serve(settings))

@@ -24,7 +24,7 @@ from bench.client import BATCH_SIZE, ECHO_JOB, JSON_HEADERS, Api, api_for, parse
 from bench.report import Row
 from bench.server import Server, fresh_server
 from bench.stats import count, ms, percentile, rate
-from hub import SEND_BUDGET
+from jobq.web.live.hub import SEND_BUDGET
 
 if TYPE_CHECKING:
     from bench.scenarios import Plan

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tenants import TenantsDoc
+from jobq.tenancy.tenants import TenantsDoc
 
 ROOT = Path(__file__).resolve().parent.parent
 TENANT = "bench"

@@ -18,16 +18,17 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from app import WORKER, create_app, make_json_store  # noqa: E402
-from builtin_handlers import register_builtins  # noqa: E402
-from clock import FakeClock  # noqa: E402
-from config import Settings  # noqa: E402
-from fsio import FileSystem  # noqa: E402
-from handlers import Registry  # noqa: E402
-from store import JsonStore  # noqa: E402
-from tenants import TenantRegistry, TenantsDoc  # noqa: E402
+from jobq.core.clock import FakeClock  # noqa: E402
+from jobq.core.config import Settings  # noqa: E402
+from jobq.core.fsio import FileSystem  # noqa: E402
+from jobq.storage.jsonfile.store import JsonStore  # noqa: E402
+from jobq.tenancy.tenants import TenantRegistry, TenantsDoc  # noqa: E402
+from jobq.web.factory import WORKER, create_app  # noqa: E402
+from jobq.worker.builtin import register_builtins  # noqa: E402
+from jobq.worker.handlers import Registry  # noqa: E402
+from jobq.worker.pool import Worker  # noqa: E402
+from store import create_store  # noqa: E402
 from tests.receivers import Answer, Receiver, ServerFactory, start_receiver  # noqa: E402
-from worker import Worker  # noqa: E402
 
 
 @dataclass
@@ -148,7 +149,8 @@ async def make_harness(
     async def start(fs: FileSystem | None = None, **overrides: Any) -> Harness:
         effective = replace(settings, **overrides)
         tenants = TenantRegistry(effective.tenants_file, clock.monotonic)
-        store = make_json_store(effective, tenants)
+        store = create_store(effective, tenants)
+        assert isinstance(store, JsonStore)
         if fs is not None:
             store.log.fs = fs
         await store.open(clock.now())

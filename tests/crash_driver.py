@@ -14,9 +14,9 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from lifecycle import RetryPolicy
-from models import NewJob
-from store import JsonStore
+from jobq.core.models import NewJob
+from jobq.storage.jsonfile.lifecycle import RetryPolicy
+from jobq.storage.jsonfile.store import JsonStore
 from tests.faults import FaultyFS, Op
 
 START = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from fsio import FileSystem
+from jobq.core.fsio import FileSystem
 
 Op = Literal["open_append", "open_new", "write", "fsync", "truncate", "close", "replace", "fsync_dir", "unlink"]
 

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from addrguard import check_url_target, parse_host, refusal
+from jobq.rules.addrguard import check_url_target, parse_host, refusal
 from tests.conftest import HarnessFactory
 
 # (address, a word the refusal must contain); None: the address may be dialled.

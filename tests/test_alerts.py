@@ -12,13 +12,13 @@ import pytest
 from aiohttp import web
 from standardwebhooks import Webhook
 
-from alerts import DELIVERY_FAILED, DLQ_NOT_EMPTY, LEASE_EXPIRED, Alert, Condition, dlq_condition, reconcile
-from app import ALERTS, SENDER
-from clock import FakeClock
-from config import Secret
+from jobq.core.clock import FakeClock
+from jobq.core.config import Secret
+from jobq.rules.alerts import DELIVERY_FAILED, DLQ_NOT_EMPTY, LEASE_EXPIRED, Alert, Condition, dlq_condition, reconcile
+from jobq.web.factory import ALERTS, SENDER
+from jobq.web.views.jobs import json_response
 from tests.conftest import Harness, HarnessFactory
 from tests.receivers import Receiver, answer
-from views_jobs import json_response
 
 ALERT_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 T0 = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)

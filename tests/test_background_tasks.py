@@ -19,15 +19,16 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from alerts import Alert
-from app import create_app, retry_policy
-from clock import FakeClock
-from config import Settings
-from handlers import Registry
-from health import RoundBackoff
-from outbox import Delivery
-from store import JsonStore
-from tenants import TenantRegistry
+from jobq.core.clock import FakeClock
+from jobq.core.config import Settings
+from jobq.core.health import RoundBackoff
+from jobq.rules.alerts import Alert
+from jobq.rules.outbox import Delivery
+from jobq.storage.jsonfile.store import JsonStore
+from jobq.tenancy.tenants import TenantRegistry
+from jobq.web.factory import create_app
+from jobq.worker.handlers import Registry
+from store import retry_policy
 from tests.conftest import Keys
 from tests.receivers import Receiver, answer
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services import SERVICES
+from jobq.web.services import SERVICES
 from tests.conftest import Harness, HarnessFactory
 
 RATE_KIB = 64  # the lowest allowed; the burst is four seconds' worth, 256 KiB

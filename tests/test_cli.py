@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from tenants import TenantRegistry, hash_key
+from jobq.tenancy.tenants import TenantRegistry, hash_key
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,7 +83,7 @@ def test_tenants_file_changes_are_picked_up_by_a_running_registry(tmp_path: Path
 def test_rotating_the_webhook_secret_keeps_the_old_one_for_the_window(tmp_path: Path) -> None:
     from datetime import timedelta
 
-    from timefmt import parse_ts
+    from jobq.core.timefmt import parse_ts
 
     run(tmp_path, "tenants", "add", "acme")
     first = orjson.loads((tmp_path / "tenants.json").read_bytes())["tenants"]["acme"]["webhookSecrets"][0]
@@ -107,8 +107,8 @@ def test_rotating_the_webhook_secret_keeps_the_old_one_for_the_window(tmp_path: 
 
 
 def test_new_secret_prints_a_whsec_secret_the_settings_accept(tmp_path: Path) -> None:
-    from config import Settings
-    from signing import secret_bytes
+    from jobq.core.config import Settings
+    from jobq.outbound.signing import secret_bytes
 
     first, second = (run(tmp_path, "new-secret") for _ in range(2))
     assert first.returncode == 0 and first.stdout != second.stdout

@@ -17,10 +17,10 @@ import aiohttp
 import orjson
 import pytest
 
-from lifecycle import RetryPolicy
-from store import JsonStore
-from storefiles import FORMAT, VERSION
-from tenants import TenantsDoc
+from jobq.storage.jsonfile.files import FORMAT, VERSION
+from jobq.storage.jsonfile.lifecycle import RetryPolicy
+from jobq.storage.jsonfile.store import JsonStore
+from jobq.tenancy.tenants import TenantsDoc
 from tests.conftest import ROOT
 from tests.faults import CRASH_EXIT_CODE, JOURNAL, SNAPSHOT_TMP
 from tests.server_process import Server

@@ -35,8 +35,8 @@ from playwright.async_api import (
     expect,
 )
 
-from app import ALERTS, SENDER
-from tenants import TenantsDoc, hash_key
+from jobq.tenancy.tenants import TenantsDoc, hash_key
+from jobq.web.factory import ALERTS, SENDER
 from tests.conftest import ROOT, Harness, HarnessFactory
 from tests.receivers import Receiver, answer
 

@@ -25,12 +25,12 @@ import aiohttp
 import orjson
 import pytest
 
-from errors import CorruptStore, StoreLocked, StoreUnavailable
-from fsio import FileSystem, atomic_write
-from journal import DurableLog
-from lifecycle import RetryPolicy
-from store import JsonStore
-from storefiles import encode_entry, encode_line, snapshot_chunks
+from jobq.core.errors import CorruptStore, StoreLocked, StoreUnavailable
+from jobq.core.fsio import FileSystem, atomic_write
+from jobq.storage.jsonfile.files import encode_entry, encode_line, snapshot_chunks
+from jobq.storage.jsonfile.journal import DurableLog
+from jobq.storage.jsonfile.lifecycle import RetryPolicy
+from jobq.storage.jsonfile.store import JsonStore
 from tests.conftest import ROOT, HarnessFactory
 from tests.faults import FaultyFS
 from tests.server_process import Server

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from delivery_policy import RetrySchedule, decide
-from outbox import DELIVERED, FAILED, PENDING, STOPPED
+from jobq.rules.delivery_policy import RetrySchedule, decide
+from jobq.rules.outbox import DELIVERED, FAILED, PENDING, STOPPED
 
 SCHEDULE = RetrySchedule((5.0, 30.0, 120.0), rng=random.Random(7))
 
@@ -63,7 +63,7 @@ def test_an_empty_schedule_fails_after_the_first_try() -> None:
 
 
 def test_the_schedule_and_alert_settings_are_read_from_the_environment() -> None:
-    from config import DEFAULT_WEBHOOK_RETRY_SCHEDULE, Settings
+    from jobq.core.config import DEFAULT_WEBHOOK_RETRY_SCHEDULE, Settings
 
     assert Settings.from_env({}).webhook_retry_schedule == DEFAULT_WEBHOOK_RETRY_SCHEDULE
     assert 20 * 3600 <= sum(DEFAULT_WEBHOOK_RETRY_SCHEDULE) <= 26 * 3600  # "spread over about a day"
@@ -93,7 +93,7 @@ def test_the_schedule_and_alert_settings_are_read_from_the_environment() -> None
     ],
 )
 def test_bad_webhook_settings_are_refused_by_name(env: dict[str, str], named: str) -> None:
-    from config import ConfigError, Settings
+    from jobq.core.config import ConfigError, Settings
 
     with pytest.raises(ConfigError, match=named) as refused:
         Settings.from_env(env)
@@ -103,8 +103,8 @@ def test_bad_webhook_settings_are_refused_by_name(env: dict[str, str], named: st
 def test_the_sender_takes_lanes_in_turn() -> None:
     from datetime import UTC, datetime
 
-    from outbox import new_delivery
-    from webhooks import _round_robin
+    from jobq.outbound.sender import _round_robin
+    from jobq.rules.outbox import new_delivery
 
     now = datetime(2026, 11, 24, tzinfo=UTC)
     due = [new_delivery("j", tenant, "job.succeeded", "https://h/", {}, now) for tenant in "aaaabbc"]

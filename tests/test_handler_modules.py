@@ -19,8 +19,8 @@ from tests.server_process import Server
 pytestmark = pytest.mark.slow
 
 SHOUT = '''
-from handlers import REGISTRY, Context
-from models import Job
+from jobq.worker.handlers import REGISTRY, Context
+from jobq.core.models import Job
 
 
 @REGISTRY.handler("shout")
@@ -70,7 +70,7 @@ async def test_an_operators_handler_module_is_loaded_and_its_jobs_run(
         pytest.param("raise RuntimeError('no database')", "RuntimeError: no database", id="raises"),
         pytest.param("def broken(:\n", "SyntaxError", id="syntax-error"),
         pytest.param(
-            "from handlers import REGISTRY\n@REGISTRY.handler('echo')\nasync def echo(job, ctx): ...\n",
+            "from jobq.worker.handlers import REGISTRY\n@REGISTRY.handler('echo')\nasync def echo(job, ctx): ...\n",
             "already registered",
             id="takes-a-built-in-name",
         ),

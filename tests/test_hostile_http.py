@@ -26,15 +26,17 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-import connlimits
-from app import create_app, make_json_store, tune_gc
-from clock import FakeClock
-from config import ConfigError, Settings
-from connlimits import LogThrottle, start_http
-from handlers import Registry
-from logsetup import JsonFormatter, TextFormatter
-from services import SERVICES
-from tenants import TenantRegistry
+from jobq.core.clock import FakeClock
+from jobq.core.config import ConfigError, Settings
+from jobq.core.logsetup import JsonFormatter, TextFormatter
+from jobq.core.process import tune_gc
+from jobq.tenancy.tenants import TenantRegistry
+from jobq.web import connlimits
+from jobq.web.connlimits import LogThrottle, start_http
+from jobq.web.factory import create_app
+from jobq.web.services import SERVICES
+from jobq.worker.handlers import Registry
+from store import create_store
 from tests.conftest import Keys
 from tests.server_process import Server
 
@@ -124,7 +126,7 @@ async def make_live(data_dir: Path, keys: Keys, settings: Settings, registry: Re
         effective = replace(settings, **overrides)
         clock = FakeClock()
         tenants = TenantRegistry(effective.tenants_file, clock.monotonic)
-        store = make_json_store(effective, tenants)
+        store = create_store(effective, tenants)
         await store.open(clock.now())
         app = create_app(effective, store, clock, registry=registry, tenants=tenants, run_worker=False)
         runner, site = await start_http(app, effective, "127.0.0.1", 0)

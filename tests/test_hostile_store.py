@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
-import store as store_module
-from cli import doctor
-from errors import StoreUnavailable
-from lifecycle import RECOVERY_FAILED_ERROR, settle
-from models import Failed, NewJob, Status
+from jobq.cli import doctor
+from jobq.core.errors import StoreUnavailable
+from jobq.core.models import Failed, NewJob, Status
+from jobq.storage.jsonfile import store as store_module
+from jobq.storage.jsonfile.lifecycle import RECOVERY_FAILED_ERROR, settle
+from jobq.storage.jsonfile.transaction import Transaction
 from tests.conftest import Harness, HarnessFactory
-from transaction import Transaction
 
 DEEP = 10_000
 CHUNK = 1000

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FORK_SCRIPT = textwrap.dedent(
     """
     import json, os, sys
-    from ids import new_hex_id, new_id
+    from jobq.core.ids import new_hex_id, new_id
 
     before = [new_id() for _ in range(10)]  # the pool is now partly used
     read_end, write_end = os.pipe()

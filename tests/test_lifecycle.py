@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from handlers import Context, Registry, Snooze
-from models import Job
+from jobq.core.models import Job
+from jobq.worker.handlers import Context, Registry, Snooze
 from tests.conftest import Harness, HarnessFactory
 
 
@@ -130,8 +130,8 @@ async def test_expired_lease_of_a_dead_worker_is_a_failed_attempt(jobq: Harness)
     assert reaped["status"] == "retry"
     assert "lease expired" in reaped["lastError"]
     # The ghost's late completion is fenced off.
-    from errors import StaleAttempt
-    from models import Succeeded
+    from jobq.core.errors import StaleAttempt
+    from jobq.core.models import Succeeded
 
     with pytest.raises(StaleAttempt):
         await jobq.store.finish(claimed.job_id, claimed.attempts, Succeeded(None), jobq.clock.now())
@@ -330,7 +330,7 @@ async def test_retention_purges_old_terminal_jobs_and_their_keys(jobq: Harness) 
 
 
 def _seconds_between(start: str, end: str) -> float:
-    from timefmt import parse_ts
+    from jobq.core.timefmt import parse_ts
 
     a, b = parse_ts(start), parse_ts(end)
     assert a is not None and b is not None

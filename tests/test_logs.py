@@ -18,7 +18,7 @@ import aiohttp
 import orjson
 import pytest
 
-from tenants import TenantsDoc
+from jobq.tenancy.tenants import TenantsDoc
 from tests.conftest import ROOT
 from tests.server_process import Server
 
@@ -156,7 +156,7 @@ def test_a_bad_log_setting_refuses_to_start(tmp_path: Path, name: str, value: st
     ],
 )
 def test_escape(raw: str, logged: str) -> None:
-    from logsetup import escape
+    from jobq.core.logsetup import escape
 
     assert escape(raw) == logged
 
@@ -173,7 +173,7 @@ def test_escape(raw: str, logged: str) -> None:
     ],
 )
 def test_redact(raw: str, logged: str) -> None:
-    from logsetup import redact
+    from jobq.core.logsetup import redact
 
     assert redact(raw) == logged
 
@@ -197,7 +197,7 @@ def raised(message: str) -> BaseException:
 
 
 def test_text_traceback_lines_are_marked_as_continuations() -> None:
-    from logsetup import TextFormatter
+    from jobq.core.logsetup import TextFormatter
 
     record = make_record("failed: %s", EVIL, exc=raised(EVIL), jobId="j-1", attempt=2)
     first, *rest = TextFormatter().format(record).split("\n")
@@ -209,14 +209,14 @@ def test_text_traceback_lines_are_marked_as_continuations() -> None:
 
 
 def test_text_extras_are_quoted_when_they_would_read_as_more_pairs() -> None:
-    from logsetup import TextFormatter
+    from jobq.core.logsetup import TextFormatter
 
     record = make_record("x", jobId="a b", tenantId='q"=1', attempt=3, type="")
     assert TextFormatter().format(record).endswith(' jobId="a b" tenantId="q\\"=1" attempt=3 type=""')
 
 
 def test_json_keeps_exact_text_as_printable_ascii_escapes() -> None:
-    from logsetup import JsonFormatter
+    from jobq.core.logsetup import JsonFormatter
 
     text = "a\nb\x1b\x85\u202e\U000e0041\ud800 é " + FAKE_KEY
     line = JsonFormatter().format(make_record("%s", text, exc=raised("boom\x1b"), jobId=text, attempt=2))
@@ -232,7 +232,7 @@ def test_json_keeps_exact_text_as_printable_ascii_escapes() -> None:
 @pytest.mark.parametrize("log_format", ["text", "json"])
 def test_warnings_and_a_crash_go_through_the_formatter(log_format: str) -> None:
     script = (
-        "import logsetup, warnings\n"
+        "import warnings\nfrom jobq.core import logsetup\n"
         f"logsetup.configure('INFO', {log_format!r})\n"
         f"warnings.warn({EVIL!r})\n"
         f"raise RuntimeError({EVIL!r})\n"

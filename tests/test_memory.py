@@ -24,7 +24,7 @@ import orjson
 import pytest
 
 if TYPE_CHECKING:
-    from models import Job
+    from jobq.core.models import Job
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -50,10 +50,10 @@ PAYLOADS = {"many_objects": many_objects, "nested_lists": nested_lists, "small":
 async def _probe(
     data_dir: Path, kind: str, count: int, finish: bool, idem: bool, webhook: bool = False
 ) -> dict[str, float]:
-    from lifecycle import RetryPolicy
-    from models import NewJob, Succeeded
-    from store import JsonStore
-    from store_protocol import IdemRequest
+    from jobq.core.models import NewJob, Succeeded
+    from jobq.storage.jsonfile.lifecycle import RetryPolicy
+    from jobq.storage.jsonfile.store import JsonStore
+    from jobq.storage.protocol import IdemRequest
 
     make = PAYLOADS[kind]
 
@@ -184,9 +184,9 @@ def test_a_small_job_stays_small(tmp_path: Path) -> None:
 
 
 def _job(tenant: str, payload: dict[str, Any], **changes: Any) -> Job:
-    from ids import new_id
-    from models import NewJob
-    from submission import build_jobs
+    from jobq.core.ids import new_id
+    from jobq.core.models import NewJob
+    from jobq.rules.submission import build_jobs
 
     spec = NewJob(type="echo", payload=payload, webhook_url=changes.pop("webhook_url", None))
     [job] = build_jobs(tenant, [spec], NOW, lambda _: None, new_id, changes.pop("idempotency_key", None))
@@ -194,8 +194,8 @@ def _job(tenant: str, payload: dict[str, Any], **changes: Any) -> Job:
 
 
 def _versions() -> list[Job]:
-    from ids import new_id
-    from models import Attempt, AttemptStatus, OperatorAction, Status
+    from jobq.core.ids import new_id
+    from jobq.core.models import Attempt, AttemptStatus, OperatorAction, Status
 
     def attempt(n: int, error: str | None) -> Attempt:
         return Attempt(new_id(), new_id(), n, AttemptStatus.FAILED, "worker-1", NOW, error, NOW)
@@ -237,7 +237,7 @@ def test_stored_size_is_close_to_the_length_of_the_stored_record() -> None:
 
 
 def test_stored_bytes_follow_put_replace_and_remove() -> None:
-    from jobindex import JobIndex
+    from jobq.storage.jsonfile.index import JobIndex
 
     index = JobIndex(aging_seconds=300.0)
     assert index.stored_bytes("acme") == 0
@@ -262,9 +262,9 @@ def test_stored_bytes_follow_put_replace_and_remove() -> None:
 
 
 async def test_stored_bytes_are_the_same_after_a_restart(tmp_path: Path) -> None:
-    from lifecycle import RetryPolicy
-    from models import NewJob, Succeeded
-    from store import JsonStore
+    from jobq.core.models import NewJob, Succeeded
+    from jobq.storage.jsonfile.lifecycle import RetryPolicy
+    from jobq.storage.jsonfile.store import JsonStore
 
     def new_store() -> JsonStore:
         return JsonStore(tmp_path, retry=RetryPolicy(), max_running=lambda tenant: 100)
@@ -314,7 +314,7 @@ def test_a_payload_is_decoded_afresh_for_each_reader() -> None:
 
 
 def test_q_searches_the_encoded_payload_without_regard_to_case() -> None:
-    from listing import text_contains
+    from jobq.rules.listing import text_contains
 
     ascii_text = orjson.dumps({"To": "Someone@Example.COM"})
     assert text_contains(ascii_text, "example.com")
@@ -327,8 +327,7 @@ def test_q_searches_the_encoded_payload_without_regard_to_case() -> None:
 
 
 def test_the_timestamp_cache_stays_bounded() -> None:
-    import timefmt
-
+    from jobq.core import timefmt
     start = datetime(2026, 1, 1, tzinfo=UTC)
     for n in range(timefmt.FORMATTED_CACHE_SIZE * 3):
         timefmt.format_ts(start.replace(microsecond=0) + timedelta(milliseconds=n))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hub import HUB
+from jobq.web.live.hub import HUB
 from tests.conftest import Harness
 
 

@@ -14,13 +14,14 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-import outbound
-from builtin_handlers import register_builtins
-from handlers import Registry
-from outbound import MAX_BODY, AddressRefused, guarded_session, send
+from jobq.core.timefmt import parse_ts
+from jobq.outbound import client as outbound
+from jobq.outbound.client import MAX_BODY, AddressRefused, guarded_session, send
+from jobq.worker import http_job
+from jobq.worker.builtin import register_builtins
+from jobq.worker.handlers import Registry
 from tests.conftest import Harness
 from tests.receivers import FakeResolver, answer
-from timefmt import parse_ts
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 
@@ -119,7 +120,7 @@ async def test_a_huge_retry_after_is_bounded(jobq: Harness, receive: Any) -> Non
     receiver = await receive(answer(429, Retry_After="99999999"))
     snoozed = await run_http(jobq, url=receiver.url())
     delay = seconds_between(snoozed["updatedAt"], snoozed["nextRunAt"])
-    assert delay == pytest.approx(outbound.MAX_RETRY_AFTER_SECONDS, abs=0.01)
+    assert delay == pytest.approx(http_job.MAX_RETRY_AFTER_SECONDS, abs=0.01)
 
 
 async def test_429_without_retry_after_fails_the_attempt(jobq: Harness, receive: Any) -> None:

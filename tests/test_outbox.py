@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 from pathlib import Path
 
-from storefiles import decode_line
+from jobq.storage.jsonfile.files import decode_line
 from tests.conftest import Harness, HarnessFactory
 from tests.faults import JOURNAL, FaultyFS
 

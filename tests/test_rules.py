@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from models import TERMINAL, IllegalTransition, Status, check_transition
-from ratelimit import FailureWindow, TokenBucket
-from rules import backoff_seconds, claim_key, find_cycle, payload_hash
+from jobq.core.models import TERMINAL, IllegalTransition, Status, check_transition
+from jobq.rules.jobs import backoff_seconds, claim_key, find_cycle, payload_hash
+from jobq.rules.ratelimit import FailureWindow, TokenBucket
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -130,7 +130,7 @@ def test_no_module_shadows_the_standard_library() -> None:
 def test_new_ids_are_random_version_4_uuids() -> None:
     import uuid
 
-    from ids import new_id
+    from jobq.core.ids import new_id
 
     ids = [new_id() for _ in range(600)]  # more than one pool of randomness
     assert len(set(ids)) == len(ids)

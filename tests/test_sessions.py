@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from aiohttp import ClientResponse, web
 
-from auth import SESSIONS
-from clock import FakeClock
-from config import ConfigError, Secret, Settings
-from sessions import COOKIE_NAME, SECRET_FILE, SessionCodec, SessionSecretError, load_secret
-from tenants import TenantsDoc, hash_key
+from jobq.core.clock import FakeClock
+from jobq.core.config import ConfigError, Secret, Settings
+from jobq.tenancy.tenants import TenantsDoc, hash_key
+from jobq.web.auth import SESSIONS
+from jobq.web.sessions import COOKIE_NAME, SECRET_FILE, SessionCodec, SessionSecretError, load_secret
+from jobq.web.views.session import set_session_cookie
 from tests.conftest import Harness, HarnessFactory
-from views_session import set_session_cookie
 
 HTML_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tenants import TenantsDoc
+from jobq.tenancy.tenants import TenantsDoc
 from tests.server_process import Server
 
 pytestmark = pytest.mark.slow

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from signing import WebhookSecretError, secret_bytes, sign
-from tenants import new_webhook_secret
+from jobq.outbound.signing import WebhookSecretError, secret_bytes, sign
+from jobq.tenancy.tenants import new_webhook_secret
 
 # The published Standard Webhooks test vector.
 VECTOR_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -22,10 +22,10 @@ from typing import Any
 import orjson
 import pytest
 
-from errors import CorruptStore, StoreLocked
-from lifecycle import RetryPolicy
-from store import JsonStore
-from storefiles import FORMAT, VERSION, encode_entry, encode_line
+from jobq.core.errors import CorruptStore, StoreLocked
+from jobq.storage.jsonfile.files import FORMAT, VERSION, encode_entry, encode_line
+from jobq.storage.jsonfile.lifecycle import RetryPolicy
+from jobq.storage.jsonfile.store import JsonStore
 from tests.conftest import ROOT, Harness, HarnessFactory
 from tests.faults import JOURNAL, SNAPSHOT_TMP, FaultyFS, Op
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tenants import TenantsDoc
+from jobq.tenancy.tenants import TenantsDoc
 from tests.conftest import Harness, HarnessFactory
 
 LIMIT = 200_000

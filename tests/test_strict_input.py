@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-import strict_json
-from errors import BadRequest
+from jobq.core import strict_json
+from jobq.core.errors import BadRequest
 from tests.conftest import Harness
 
 PROBLEM = "application/problem+json"

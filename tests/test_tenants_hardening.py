@@ -23,8 +23,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from config import Settings
-from tenants import DEFAULT_LIMITS, Limits, TenantRegistry, TenantsDoc, TenantsFileError, hash_key
+from jobq.core.config import Settings
+from jobq.tenancy.tenants import DEFAULT_LIMITS, Limits, TenantRegistry, TenantsDoc, TenantsFileError, hash_key
 from tests.conftest import ROOT
 
 GOOD_HASH = "sha256:" + "ab" * 32

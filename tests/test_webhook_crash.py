@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from standardwebhooks import Webhook
 
-from tenants import TenantsDoc
+from jobq.tenancy.tenants import TenantsDoc
 from tests.receivers import Answer, Receiver, ServerFactory, answer, start_receiver
 from tests.server_process import Server
 

@@ -17,16 +17,16 @@ import pytest
 from aiohttp import web
 from standardwebhooks import Webhook
 
-import outbound
-from app import SENDER
-from clock import FakeClock
-from tenants import TenantsDoc
+from jobq.core.clock import FakeClock
+from jobq.core.timefmt import parse_ts
+from jobq.outbound import client as outbound
+from jobq.outbound.sender import DeliverySender
+from jobq.tenancy.tenants import TenantsDoc
+from jobq.web.factory import SENDER
+from jobq.web.views.jobs import REDELIVERY_BURST
 from tests.conftest import Harness, HarnessFactory
 from tests.faults import JOURNAL, FaultyFS, GatedFS
 from tests.receivers import FakeResolver, Receiver, answer
-from timefmt import parse_ts
-from views_jobs import REDELIVERY_BURST
-from webhooks import DeliverySender
 
 SCHEDULE = (5.0, 30.0, 120.0)
 

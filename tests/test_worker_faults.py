@@ -7,8 +7,8 @@ import asyncio
 import errno
 from typing import Any
 
-from handlers import Context, Registry
-from models import Job
+from jobq.core.models import Job
+from jobq.worker.handlers import Context, Registry
 from tests.conftest import HarnessFactory
 from tests.faults import JOURNAL, FaultyFS
 

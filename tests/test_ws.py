@@ -14,14 +14,14 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType
 
-from auth import SESSIONS
-from hub import HUB, LiveHub
-from models import NewJob
-from sessions import COOKIE_NAME
-from tenants import hash_key
+from jobq.core.models import NewJob
+from jobq.rules.throughput import FinishedCounter
+from jobq.tenancy.tenants import hash_key
+from jobq.web.auth import SESSIONS
+from jobq.web.live.hub import HUB, LiveHub
+from jobq.web.sessions import COOKIE_NAME
+from jobq.web.views.ws import origin_refusal
 from tests.conftest import Harness
-from throughput import FinishedCounter
-from views_ws import origin_refusal
 
 WS_HEADERS = {
     "Connection": "Upgrade",
@@ -443,7 +443,7 @@ def test_finished_counter_keeps_a_sliding_minute() -> None:
 
 
 async def test_webhook_deliveries_are_pushed_to_their_tenant_only(make_harness: Any, receive: Any) -> None:
-    from app import SENDER
+    from jobq.web.factory import SENDER
     from tests.receivers import answer
 
     jobq = await make_harness(allow_private_urls=True)

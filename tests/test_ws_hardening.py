@@ -20,14 +20,14 @@ import orjson
 import pytest
 from aiohttp import WSMsgType
 
-from auth import SESSIONS
-from health import Health
-from hub import HUB, LiveHub
-from live_client import LiveClient
-from models import NewJob
-from services import SERVICES
-from sessions import COOKIE_NAME
-from tenants import TenantsDoc, hash_key
+from jobq.core.health import Health
+from jobq.core.models import NewJob
+from jobq.tenancy.tenants import TenantsDoc, hash_key
+from jobq.web.auth import SESSIONS
+from jobq.web.live.client import LiveClient
+from jobq.web.live.hub import HUB, LiveHub
+from jobq.web.services import SERVICES
+from jobq.web.sessions import COOKIE_NAME
 from tests.conftest import Harness, HarnessFactory
 
 AUTH_CLOSE = 4401

@@ -7,8 +7,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from lifecycle import MAX_ATTEMPT_HISTORY, MAX_OPERATOR_ACTIONS
-from models import Failed, Job, NewJob, Status
+from jobq.core.models import Failed, Job, NewJob, Status
+from jobq.storage.jsonfile.lifecycle import MAX_ATTEMPT_HISTORY, MAX_OPERATOR_ACTIONS
 from tests.conftest import Harness, HarnessFactory
 
 DEEP = 10_000

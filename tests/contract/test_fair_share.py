@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from tenants import DEFAULT_LIMITS
+from jobq.tenancy.tenants import DEFAULT_LIMITS
 from tests.conftest import Harness, HarnessFactory
 
 
