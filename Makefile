@@ -3,7 +3,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-16)
-export JOBQ_DATA_DIR ?= data
 
 .PHONY: venv run test lint bench clean
 
@@ -16,6 +15,8 @@ $(STAMP):
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# The data directory is app.py's default (the repository root) unless JOBQ_DATA_DIR says otherwise,
+# the same one `.venv/bin/python app.py tenants ...` and the other admin commands use.
 run: venv
 	$(BIN)/python app.py
 

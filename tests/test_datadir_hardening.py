@@ -3,6 +3,8 @@
 - Start refuses, touching nothing, whenever snapshot and journals do not add up.
 - The single-process guard is a lock on the directory itself, not on a file.
 - Everything jobq writes there is owner-only; broader modes are tightened at start.
+  A directory jobq creates is owner-only too; one that was already there (the
+  default is the repository root) keeps its mode, with a warning if others may write to it.
 - A bug (not an OSError) in the journal thread fails its batch like an I/O error.
 """
 
@@ -250,7 +252,7 @@ async def test_a_running_process_keeps_the_directory_after_its_lock_file_is_dele
         for path in data_dir.iterdir():
             if not path.name.startswith("jobs.j") and path.name != "session.key":
                 path.unlink()
-        store = JsonStore(data_dir, retry=RetryPolicy(), max_running=lambda _tenant: 4)
+        store = JsonStore(data_dir, retry=RetryPolicy())
         with pytest.raises(StoreLocked):
             await store.open(NOW)
         await store.close()
@@ -322,13 +324,36 @@ async def test_broader_modes_are_tightened_at_start_with_a_warning(
     directory.chmod(0o755)
     caplog.set_level(logging.WARNING)
     await load(directory)
-    assert mode(directory) == 0o700
+    assert mode(directory) == 0o755  # not created by jobq: the operator's (e.g. the repository root)
     assert mode(directory / "jobs.json") == 0o600
     assert mode(directory / "notes.txt") == 0o644  # not jobq's: left alone
-    lines = [r.getMessage() for r in caplog.records if "action=tightened_mode" in r.getMessage()]
-    assert any(f"path={directory} " in line and "mode=0755" in line for line in lines), lines
+    messages = [r.getMessage() for r in caplog.records]
+    lines = [line for line in messages if "action=tightened_mode" in line]
+    assert not any(f"path={directory} " in line for line in lines), lines
+    assert not any("action=data_dir_writable_by_others" in line for line in messages), messages  # 0755: listable only
     assert any(f"path={directory / 'jobs.json'} " in line and "mode=0644" in line for line in lines), lines
     assert any("jobs.journal.00000004" in line for line in lines), lines
+
+
+@pytest.mark.parametrize("dir_mode", [0o775, 0o757, 0o1777])
+async def test_an_existing_directory_others_may_write_to_is_kept_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, dir_mode: int
+) -> None:
+    directory = tmp_path / "data"
+    directory.mkdir()
+    directory.chmod(dir_mode)
+    caplog.set_level(logging.WARNING)
+    await load(directory)
+    assert mode(directory) == dir_mode
+    assert {p.name: mode(p) for p in directory.iterdir()} == dict.fromkeys(os.listdir(directory), 0o600)
+    lines = [r.getMessage() for r in caplog.records if "action=data_dir_writable_by_others" in r.getMessage()]
+    assert lines == [f"action=data_dir_writable_by_others path={directory} mode={dir_mode:04o}"], lines
+
+
+async def test_a_directory_jobq_creates_is_owner_only_whatever_the_umask_allows(tmp_path: Path) -> None:
+    directory = tmp_path / "a" / "data"  # umask 0 here (no_umask): modes come from jobq alone
+    await load(directory)
+    assert mode(directory) == 0o700
 
 
 # ---- a bug in the journal thread -------------------------------------------------

@@ -51,6 +51,13 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+# The default data directory: the repository root, the directory holding
+# app.py (and this package), wherever the process was started from, so
+# `make run`, `python app.py` and every admin command share one directory
+# whatever their working directory. `JOBQ_DATA_DIR` overrides it.
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DATA_DIR = REPOSITORY_ROOT
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("text", "json")
 
@@ -139,9 +146,9 @@ def _alert_secret(env: Mapping[str, str]) -> Secret | None:
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
-    data_dir: Path = Path(".")
+    data_dir: Path = DEFAULT_DATA_DIR
     store_url: str = "json"
-    tenants_file: Path = Path("tenants.json")
+    tenants_file: Path = DEFAULT_DATA_DIR / "tenants.json"
     worker_concurrency: int = 5
     lease_seconds: float = 30.0
     retry_base_seconds: float = 30.0
@@ -201,7 +208,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         """Read every `JOBQ_*` setting; raises `ConfigError` naming a bad one."""
-        data_dir = Path(env.get("JOBQ_DATA_DIR") or ".")
+        data_dir = Path(env.get("JOBQ_DATA_DIR") or DEFAULT_DATA_DIR)
         tenants = env.get("JOBQ_TENANTS_FILE")
         return cls(
             host=env.get("JOBQ_HOST") or "127.0.0.1",

@@ -64,14 +64,27 @@ class FileSystem:
 
 
 def tighten(path: Path) -> None:
-    """Take every group and other permission off the directory or regular
-    file `path` (0755 becomes 0700, 0644 0600), with a warning; symlinks and
-    other kinds of file are left alone."""
+    """Take every group and other permission off the regular file `path`
+    (0644 becomes 0600), with a warning; symlinks and other kinds of file are
+    left alone.
+
+    A directory is never changed: jobq creates the directories it makes
+    owner-only (`PRIVATE_DIR`), but one that was already there (the default
+    data directory is the repository root) is the operator's, and its mode
+    is their choice. Its files are owner-only whatever it allows, so a
+    directory others may list shows them file names, nothing more; one that
+    others may write to (and so rename or delete jobq's files in) gets a
+    warning."""
     info = os.lstat(path)
-    if not info.st_mode & 0o077 or not (stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)):
+    mode = stat.S_IMODE(info.st_mode)
+    if stat.S_ISDIR(info.st_mode):
+        if mode & 0o022:
+            logger.warning("action=data_dir_writable_by_others path=%s mode=%04o", path, mode)
         return
-    os.chmod(path, stat.S_IMODE(info.st_mode) & 0o700)
-    logger.warning("action=tightened_mode path=%s mode=%04o", path, stat.S_IMODE(info.st_mode))
+    if not info.st_mode & 0o077 or not stat.S_ISREG(info.st_mode):
+        return
+    os.chmod(path, mode & 0o700)
+    logger.warning("action=tightened_mode path=%s mode=%04o", path, mode)
 
 
 def temp_path_for(path: Path) -> Path:
