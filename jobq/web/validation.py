@@ -1,47 +1,64 @@
-"""Checking request bodies and query strings by hand, field by field (SPEC §4).
+"""Checking request bodies and query strings (SPEC §4) with the models of
+`schemas.py`, then with what a model cannot say.
 
-Every problem is collected as a `FieldError` so one 422 names them all.
-`True` is not an integer here, and unknown fields are errors, not ignored.
+`strict_json.loads` has already refused duplicate keys, NaN, Infinity and
+deep nesting; here one strict pydantic pass reports every field error of the
+body at once (`True` is not an integer, unknown fields are errors), and the
+checks after it add theirs to the same 422: a registered `type` and its
+handler's payload rules, the address guard on URLs, instants relative to now,
+repeated dependencies and refs. A payload over the size limit is a 413 before
+any of that. Field paths are the JSON names: `payload.url`, `jobs[3].type`.
 """
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
+from pydantic import BaseModel, ValidationError
 
 from jobq.core.errors import BadRequest, FieldError, PayloadTooLarge, ValidationFailed
 from jobq.core.models import ListQuery, NewJob, Status
 from jobq.rules.addrguard import check_url
+from jobq.web.schemas import (
+    MAX_ATTEMPTS_LIMIT,
+    MAX_BATCH,
+    MAX_DELAY_SECONDS,
+    MAX_DEPENDENCIES,
+    MAX_LIST_LIMIT,
+    MAX_QUERY_TEXT,
+    MAX_TIMEOUT_SECONDS,
+    TYPE_PATTERN,
+    BatchItem,
+    BatchRequest,
+    BulkFilter,
+    ListParams,
+    SubmitRequest,
+    parse_timestamp,
+)
 from jobq.worker.handlers import Registry
 
-SUBMIT_FIELDS = frozenset(
-    {
-        "type",
-        "payload",
-        "priority",
-        "maxAttempts",
-        "timeoutSeconds",
-        "runAt",
-        "delaySeconds",
-        "expiresAt",
-        "webhookUrl",
-        "dependsOn",
-    }
-)
-MAX_ATTEMPTS_LIMIT = 100
-MAX_TIMEOUT_SECONDS = 86400.0
-MAX_DELAY_SECONDS = 366 * 86400.0
-MAX_DEPENDENCIES = 100
-MAX_BATCH = 1000
-MAX_LIST_LIMIT = 500
-TYPE_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
-RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+__all__ = [
+    "MAX_ATTEMPTS_LIMIT",
+    "MAX_BATCH",
+    "MAX_DELAY_SECONDS",
+    "MAX_DEPENDENCIES",
+    "MAX_LIST_LIMIT",
+    "MAX_TIMEOUT_SECONDS",
+    "TYPE_PATTERN",
+    "SubmitDefaults",
+    "parse_batch",
+    "parse_filter",
+    "parse_list_query",
+    "parse_statuses",
+    "parse_submit",
+    "parse_timestamp",
+]
+
+UNKNOWN_FIELD = "unknown field"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,159 +69,157 @@ class SubmitDefaults:
     allow_private_urls: bool  # JOBQ_ALLOW_PRIVATE_URLS: lifts the address guard (SPEC §9)
 
 
-def is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _messages(model: type[BaseModel]) -> dict[str, str]:
+    """A model's JSON field names and what each must be (its `description`)."""
+    return {(info.alias or name): info.description or "not valid" for name, info in model.model_fields.items()}
 
 
-def is_number(value: object) -> bool:
-    return (isinstance(value, int | float) and not isinstance(value, bool)) and math.isfinite(value)
+_JOB_MESSAGES = _messages(BatchItem)
+# Where a job's fields come in its error list: unknown fields first, then the model's order.
+_JOB_RANK = {name: rank for rank, name in enumerate(_JOB_MESSAGES, start=1)}
+_BATCH_MESSAGES = _messages(BatchRequest)
+_FILTER_MESSAGES = _messages(BulkFilter)
 
 
-def parse_timestamp(value: object) -> datetime | None:
-    """An RFC 3339 timestamp with an offset, as UTC; None if it is not one."""
-    if not isinstance(value, str) or not RFC3339.match(value):
-        return None
-    text = value.upper().replace("Z", "+00:00")
-    text = re.sub(r"\.(\d{6})\d+", r".\1", text)
-    try:
-        return datetime.fromisoformat(text).astimezone(UTC)
-    except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 shifted out of range
-        return None
+def _field_error(prefix: str, loc: tuple[int | str, ...], kind: str, messages: Mapping[str, str]) -> FieldError:
+    """One pydantic error as jobq reports it: the top field of the object at
+    `prefix`, and that field's message (nested positions inside a field, such
+    as `dependsOn[2]`, are reported on the field)."""
+    if not loc:
+        return FieldError(prefix.rstrip(".") or "body", "a JSON object")
+    name = str(loc[0])
+    if kind == "extra_forbidden":
+        return FieldError(prefix + name, UNKNOWN_FIELD)
+    return FieldError(prefix + name, messages.get(name, "not valid"))
 
 
-def parse_new_job(
-    body: Any, registry: Registry, defaults: SubmitDefaults, now: datetime, *, prefix: str = "", batch: bool = False
-) -> tuple[NewJob | None, list[FieldError]]:
-    """One job of a submit body; returns it, or None with the field errors.
-    Raises `PayloadTooLarge` for a payload over the limit."""
-    errors: list[FieldError] = []
+def _job_errors(
+    raw: Any, prefix: str, found: list[FieldError], registry: Registry, defaults: SubmitDefaults, now: datetime
+) -> list[FieldError]:
+    """The checks a model cannot make, on the raw fields of one job (`raw`)
+    that passed it, added to the model's errors `found` for this job; the
+    job's errors in field order."""
+    errors = list(found)
+    if not isinstance(raw, dict):
+        return errors
+    bad = {e.field[len(prefix) :] for e in found}
 
     def err(name: str, message: str) -> None:
         errors.append(FieldError(prefix + name, message))
 
-    if not isinstance(body, dict):
-        return None, [FieldError(prefix.rstrip(".") or "body", "a JSON object")]
-    allowed = SUBMIT_FIELDS | {"ref"} if batch else SUBMIT_FIELDS
-    for name in sorted(set(body) - allowed):
-        err(name, "unknown field")
-
-    job_type = body.get("type")
-    if not isinstance(job_type, str) or not TYPE_PATTERN.match(job_type):
-        err("type", "a job type name (letters, digits, _ . : -)")
-    elif registry.get(job_type) is None:
+    job_type = raw.get("type")
+    spec = registry.get(job_type) if "type" not in bad and isinstance(job_type, str) else None
+    if spec is None and "type" not in bad:
         err("type", f"no handler is registered for {job_type!r}; known types: {', '.join(registry.names())}")
+    if spec is not None and spec.validate is not None and "payload" not in bad:
+        errors.extend(FieldError(prefix + e.field, e.message) for e in spec.validate(raw.get("payload", {})))
+    if "runAt" in raw and "delaySeconds" in raw:
+        err("runAt", "give runAt or delaySeconds, not both")
+    elif "runAt" in raw and "runAt" not in bad:
+        run_at = parse_timestamp(raw["runAt"])
+        if run_at is not None and run_at > now + timedelta(seconds=MAX_DELAY_SECONDS):
+            err("runAt", "at most a year ahead")
+    expires_at = parse_timestamp(raw.get("expiresAt")) if "expiresAt" not in bad else None
+    if expires_at is not None and expires_at <= now:
+        err("expiresAt", "must be in the future")
+    if "webhookUrl" not in bad:
+        check_url(raw.get("webhookUrl"), prefix + "webhookUrl", errors, allow_private=defaults.allow_private_urls)
+    depends_on = raw.get("dependsOn", [])
+    if "dependsOn" not in bad and len(set(depends_on)) != len(depends_on):
+        err("dependsOn", "lists a job more than once")
+    errors.sort(
+        key=lambda e: _JOB_RANK.get(e.field[len(prefix) :].split(".")[0], 0) if e.message != UNKNOWN_FIELD else 0
+    )
+    return errors
 
-    payload = body.get("payload", {})
+
+def _check_payload_size(raw: Any, prefix: str, defaults: SubmitDefaults) -> None:
+    """413 for a payload over the limit, before any other check (SPEC §4)."""
+    payload = raw.get("payload") if isinstance(raw, dict) else None
     if not isinstance(payload, dict):
-        err("payload", "a JSON object")
-        payload = {}
+        return
     size = len(orjson.dumps(payload))
     if size > defaults.max_payload_bytes:
         raise PayloadTooLarge(
             f"{prefix}payload is {size} bytes serialized; the limit is {defaults.max_payload_bytes}",
             errors=[FieldError(prefix + "payload", f"at most {defaults.max_payload_bytes} bytes serialized")],
         )
-    spec = registry.get(job_type) if isinstance(job_type, str) else None
-    if spec is not None and spec.validate is not None:
-        errors.extend(FieldError(prefix + e.field, e.message) for e in spec.validate(payload))
 
-    priority = body.get("priority", 1)
-    if not is_int(priority) or not 0 <= priority <= 3:
-        err("priority", "an integer 0 (low), 1 (medium), 2 (high) or 3 (critical)")
-    max_attempts = body.get("maxAttempts", defaults.max_attempts)
-    if not is_int(max_attempts) or not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
-        err("maxAttempts", f"an integer from 1 to {MAX_ATTEMPTS_LIMIT}")
-    timeout = body.get("timeoutSeconds", defaults.timeout_seconds)
-    if not is_number(timeout) or not 0 < timeout <= MAX_TIMEOUT_SECONDS:
-        err("timeoutSeconds", f"a number of seconds above 0 and at most {MAX_TIMEOUT_SECONDS:g}")
 
-    run_at = None
-    if "runAt" in body and "delaySeconds" in body:
-        err("runAt", "give runAt or delaySeconds, not both")
-    elif "runAt" in body:
-        run_at = parse_timestamp(body["runAt"])
-        if run_at is None:
-            err("runAt", "an RFC 3339 timestamp with a time zone, e.g. 2026-11-24T09:30:00Z")
-        elif run_at > now + timedelta(seconds=MAX_DELAY_SECONDS):
-            err("runAt", "at most a year ahead")
-    delay = body.get("delaySeconds")
-    if delay is not None and (not is_number(delay) or not 0 <= delay <= MAX_DELAY_SECONDS):
-        err("delaySeconds", f"a number of seconds from 0 to {MAX_DELAY_SECONDS:g}")
-    expires_at = None
-    if body.get("expiresAt") is not None:
-        expires_at = parse_timestamp(body["expiresAt"])
-        if expires_at is None:
-            err("expiresAt", "an RFC 3339 timestamp with a time zone")
-        elif expires_at <= now:
-            err("expiresAt", "must be in the future")
-
-    webhook_url = check_url(
-        body.get("webhookUrl"), prefix + "webhookUrl", errors, allow_private=defaults.allow_private_urls
-    )
-    depends_on = body.get("dependsOn", [])
-    if (
-        not isinstance(depends_on, list)
-        or len(depends_on) > MAX_DEPENDENCIES
-        or not all(isinstance(d, str) and 0 < len(d) <= 100 for d in depends_on)
-    ):
-        err("dependsOn", f"a list of at most {MAX_DEPENDENCIES} job ids (or refs in a batch)")
-        depends_on = []
-    elif len(set(depends_on)) != len(depends_on):
-        err("dependsOn", "lists a job more than once")
-    ref = body.get("ref")
-    if batch and ref is not None and (not isinstance(ref, str) or not 0 < len(ref) <= 100):
-        err("ref", "a string of 1 to 100 characters naming the job within the batch")
-
-    if errors or not isinstance(job_type, str):
-        return None, errors
-    return (
-        NewJob(
-            type=job_type,
-            payload=payload,
-            priority=priority,
-            max_attempts=max_attempts,
-            timeout_seconds=float(timeout),
-            run_at=run_at,
-            delay_seconds=float(delay) if delay is not None else None,
-            expires_at=expires_at,
-            webhook_url=webhook_url,
-            depends_on=tuple(depends_on),
-            ref=ref,
-        ),
-        [],
+def _new_job(model: SubmitRequest, raw: dict[str, Any], defaults: SubmitDefaults, ref: str | None) -> NewJob:
+    given = model.model_fields_set
+    return NewJob(
+        type=model.type,
+        payload=raw.get("payload", {}),  # the parsed object itself: the model's copy is equal
+        priority=model.priority,
+        max_attempts=model.max_attempts if "max_attempts" in given else defaults.max_attempts,
+        timeout_seconds=model.timeout_seconds if "timeout_seconds" in given else defaults.timeout_seconds,
+        run_at=model.run_at,
+        delay_seconds=model.delay_seconds,
+        expires_at=model.expires_at,
+        webhook_url=model.webhook_url,
+        depends_on=tuple(model.depends_on),
+        ref=ref,
     )
 
 
 def parse_submit(body: Any, registry: Registry, defaults: SubmitDefaults, now: datetime) -> NewJob:
+    """The body of `POST /jobs`: 400 if not an object, 413 for a payload over
+    the limit, 422 naming every field at fault."""
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
-    job, errors = parse_new_job(body, registry, defaults, now)
-    if job is None:
+    _check_payload_size(body, "", defaults)
+    model: SubmitRequest | None = None
+    try:
+        model = SubmitRequest.model_validate(body)
+        found: list[FieldError] = []
+    except ValidationError as exc:
+        found = _dedupe(_field_error("", e["loc"], e["type"], _JOB_MESSAGES) for e in exc.errors())
+    errors = _job_errors(body, "", found, registry, defaults, now)
+    if errors or model is None:
         raise ValidationFailed("the job is not valid", errors=errors)
-    return job
+    return _new_job(model, body, defaults, None)
 
 
 def parse_batch(body: Any, registry: Registry, defaults: SubmitDefaults, now: datetime) -> list[NewJob]:
+    """The body of `POST /jobs/batch`, checked like `parse_submit`, item by
+    item (`jobs[3].type`), plus refs unique within the batch."""
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
-    errors = [FieldError(name, "unknown field") for name in sorted(set(body) - {"jobs"})]
     items = body.get("jobs")
-    if not isinstance(items, list) or not 0 < len(items) <= MAX_BATCH:
-        raise ValidationFailed(
-            "jobs must be a list", errors=[*errors, FieldError("jobs", f"a list of 1 to {MAX_BATCH} jobs")]
-        )
-    jobs: list[NewJob] = []
+    if isinstance(items, list) and 0 < len(items) <= MAX_BATCH:
+        for position, item in enumerate(items):
+            _check_payload_size(item, f"jobs[{position}].", defaults)
+    model: BatchRequest | None = None
+    envelope: list[FieldError] = []
+    per_item: dict[int, list[FieldError]] = {}
+    try:
+        model = BatchRequest.model_validate(body)
+    except ValidationError as exc:
+        for e in exc.errors():
+            loc = e["loc"]
+            if loc and loc[0] == "jobs" and len(loc) > 1 and isinstance(loc[1], int):
+                prefix = f"jobs[{loc[1]}]."
+                per_item.setdefault(loc[1], []).append(_field_error(prefix, loc[2:], e["type"], _JOB_MESSAGES))
+            else:
+                envelope.append(_field_error("", loc, e["type"], _BATCH_MESSAGES))
+    if not isinstance(items, list) or any(e.field == "jobs" for e in envelope):
+        raise ValidationFailed("jobs must be a list", errors=_dedupe(envelope))
+    errors = _dedupe(envelope)
     for position, item in enumerate(items):
-        job, item_errors = parse_new_job(item, registry, defaults, now, prefix=f"jobs[{position}].", batch=True)
-        errors.extend(item_errors)
-        if job is not None:
-            jobs.append(job)
-    refs = [job.ref for job in jobs if job.ref is not None]
+        prefix = f"jobs[{position}]."
+        errors.extend(_job_errors(item, prefix, _dedupe(per_item.get(position, [])), registry, defaults, now))
+    refs = [item.get("ref") for item in items if isinstance(item, dict) and isinstance(item.get("ref"), str)]
     if len(set(refs)) != len(refs):
         errors.append(FieldError("jobs", "refs must be unique within a batch"))
-    if errors:
+    if errors or model is None:
         raise ValidationFailed("the batch is not valid", errors=errors)
-    return jobs
+    return [_new_job(job, raw, defaults, job.ref) for job, raw in zip(model.jobs, items, strict=True)]
+
+
+def _dedupe(errors: Any) -> list[FieldError]:
+    """Errors in order, each once (a union reports a field once per member)."""
+    return list(dict.fromkeys(errors))
 
 
 def parse_statuses(raw: str | None, field: str = "status") -> frozenset[Status] | None:
@@ -222,7 +237,8 @@ def parse_statuses(raw: str | None, field: str = "status") -> frozenset[Status] 
     return frozenset(statuses)
 
 
-LIST_PARAMS = frozenset({"status", "type", "q", "limit", "cursor", "tenant"})
+# The query parameters, named once by the model the document describes them with.
+LIST_PARAMS = frozenset(info.alias or name for name, info in ListParams.model_fields.items())
 
 
 def _query_statuses(raw: str | None) -> frozenset[Status] | None:
@@ -234,7 +250,8 @@ def _query_statuses(raw: str | None) -> frozenset[Status] | None:
 
 
 def parse_list_query(params: Mapping[str, str], tenant_id: str | None, *, is_admin: bool) -> ListQuery:
-    """`GET /jobs` query string; `limit` outside 1-500 is a 400 (SPEC §4)."""
+    """`GET /jobs` query string (`schemas.ListParams`); a wrong parameter is a
+    400, as for `limit` outside 1-500 (SPEC §4)."""
     unknown = sorted(set(params) - LIST_PARAMS)
     if unknown:
         raise BadRequest(f"unknown query parameter {unknown[0]!r}; known: {', '.join(sorted(LIST_PARAMS))}")
@@ -247,8 +264,8 @@ def parse_list_query(params: Mapping[str, str], tenant_id: str | None, *, is_adm
     if "tenant" in params and is_admin:
         tenant_id = params["tenant"]
     q = params.get("q") or None
-    if q is not None and len(q) > 200:
-        raise BadRequest("q is at most 200 characters")
+    if q is not None and len(q) > MAX_QUERY_TEXT:
+        raise BadRequest(f"q is at most {MAX_QUERY_TEXT} characters")
     return ListQuery(
         tenant_id=tenant_id,
         statuses=_query_statuses(params.get("status")),
@@ -260,27 +277,21 @@ def parse_list_query(params: Mapping[str, str], tenant_id: str | None, *, is_adm
 
 
 def parse_filter(raw: Any, tenant_id: str | None) -> ListQuery:
-    """The `filter` object of `POST /jobs/bulk`."""
+    """The `filter` object of `POST /jobs/bulk` (`schemas.BulkFilter`); an
+    empty status list matches no job (not "any status")."""
     if not isinstance(raw, dict):
         raise ValidationFailed("filter must be an object", errors=[FieldError("filter", "an object")])
-    errors = [FieldError(f"filter.{k}", "unknown field") for k in sorted(set(raw) - {"status", "type", "q"})]
-    for name in ("type", "q"):
-        if raw.get(name) is not None and not isinstance(raw[name], str):
-            errors.append(FieldError(f"filter.{name}", "a string"))
-    status = raw.get("status")
-    if status is not None and not (
-        isinstance(status, str) or (isinstance(status, list) and all(isinstance(s, str) for s in status))
-    ):
-        errors.append(FieldError("filter.status", "a status or a list of statuses"))
-    if errors:
-        raise ValidationFailed("filter is not valid", errors=errors)
-    joined = ",".join(status) if isinstance(status, list) else status
-    # An empty list names no status, so it matches no job (not "any status").
-    statuses = frozenset() if status == [] else parse_statuses(joined, "filter.status")
+    try:
+        model = BulkFilter.model_validate(raw)
+    except ValidationError as exc:
+        errors = _dedupe(_field_error("filter.", e["loc"], e["type"], _FILTER_MESSAGES) for e in exc.errors())
+        raise ValidationFailed("filter is not valid", errors=errors) from None
+    status = model.status
+    statuses = None if status is None else frozenset(status if isinstance(status, list) else [status])
     return ListQuery(
         tenant_id=tenant_id,
         statuses=statuses,
-        type=raw.get("type") or None,
-        q=raw.get("q") or None,
+        type=model.type or None,
+        q=model.q or None,
         limit=MAX_LIST_LIMIT,
     )
