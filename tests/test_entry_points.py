@@ -10,12 +10,14 @@ HOME pointed at `tmp_path` and every inherited `JOBQ_*` setting removed.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -23,7 +25,12 @@ from pathlib import Path
 
 import pytest
 
+from jobq.core.clock import SystemClock
 from jobq.core.config import DEFAULT_DATA_DIR, Settings
+from jobq.tenancy.tenants import TenantRegistry
+from jobq.worker.builtin import default_registry
+from jobq.worker.process import run_until_stopped
+from store import open_store
 from tests.conftest import ROOT
 from tests.server_process import free_port
 
@@ -165,3 +172,74 @@ def _answers(url: str, headers: dict[str, str]) -> bool:
             return bool(response.status == 200)
     except (urllib.error.URLError, ConnectionError):
         return False
+
+
+# ---- python worker.py ----------------------------------------------------------
+
+
+def run_worker(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python worker.py` as an operator starts it, over a data directory in `tmp_path`."""
+    return subprocess.run(
+        [sys.executable, "worker.py", *args],
+        cwd=ROOT,
+        env=clean_env(tmp_path, JOBQ_DATA_DIR=str(tmp_path / "data"), **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("store", [None, "json"])
+def test_worker_refuses_the_json_store_and_says_where_workers_run(tmp_path: Path, store: str | None) -> None:
+    result = run_worker(tmp_path, **({"JOBQ_STORE": store} if store else {}))
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("jobq: worker.py does not run on the JSON store"), line
+    assert "python app.py" in line and "JOBQ_WORKER_CONCURRENCY" in line and "PostgreSQL" in line
+    assert not (tmp_path / "data").exists()  # nothing was touched
+
+
+def test_worker_names_a_handler_module_that_cannot_be_imported(tmp_path: Path) -> None:
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / "bad_handlers.py").write_text("raise RuntimeError('no database')\n")
+    result = run_worker(tmp_path, JOBQ_HANDLERS="bad_handlers", PYTHONPATH=str(modules))
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("jobq: JOBQ_HANDLERS: cannot import 'bad_handlers': RuntimeError: no database"), line
+    assert not (tmp_path / "data").exists()
+
+
+def test_worker_refuses_a_store_this_build_does_not_have(tmp_path: Path) -> None:
+    result = run_worker(tmp_path, JOBQ_STORE="nosuch://db.invalid/jobq")
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("jobq: JOBQ_STORE=") and "nosuch://db.invalid/jobq" in line and "not supported" in line
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(("args", "says"), [(["--concurrency", "0"], "at least 1"), (["--bogus"], "usage")])
+def test_worker_refuses_bad_arguments(tmp_path: Path, args: list[str], says: str) -> None:
+    result = run_worker(tmp_path, *args)
+    assert result.returncode == 2
+    assert says in result.stderr
+
+
+async def test_the_worker_process_runs_until_stopped_and_closes_the_store(tmp_path: Path) -> None:
+    """`run_until_stopped` on any store (the JSON one here, in process): the
+    worker and the sender run until told to stop, then the store is closed
+    (its directory can be opened again)."""
+    settings = Settings.from_env({"JOBQ_DATA_DIR": str(tmp_path / "data"), "JOBQ_SHUTDOWN_GRACE_SECONDS": "1"})
+    clock = SystemClock()
+    tenants = TenantRegistry(settings.tenants_file, clock.monotonic)
+    registry = default_registry(allow_private_urls=False)
+    stop = asyncio.Event()
+    store = await open_store(settings, clock, tenants)
+    running = asyncio.create_task(run_until_stopped(settings, store, registry, clock, tenants, stop.wait()))
+    await asyncio.sleep(0.2)
+    assert not running.done()
+    stop.set()
+    assert await asyncio.wait_for(running, 10) == 0
+    again = await open_store(settings, clock, tenants)  # StoreLocked if the first were still open
+    await again.close()
