@@ -36,7 +36,6 @@ def create_store(settings: Settings, tenants: TenantRegistry) -> Store:
     return JsonStore(
         settings.data_dir,
         retry=retry_policy(settings),
-        max_running=tenants.max_running,
         aging_seconds=settings.aging_seconds,
         worker_slots=settings.worker_concurrency,
         compact_bytes=settings.journal_compact_bytes,

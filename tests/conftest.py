@@ -22,6 +22,7 @@ from jobq.core.clock import FakeClock  # noqa: E402
 from jobq.core.config import Settings  # noqa: E402
 from jobq.core.fsio import FileSystem  # noqa: E402
 from jobq.storage.jsonfile.store import JsonStore  # noqa: E402
+from jobq.storage.protocol import RunningLimits  # noqa: E402
 from jobq.tenancy.tenants import TenantRegistry, TenantsDoc  # noqa: E402
 from jobq.web.factory import WORKER, create_app  # noqa: E402
 from jobq.worker.builtin import register_builtins  # noqa: E402
@@ -48,6 +49,10 @@ def write_tenants(path: Path) -> Keys:
     doc.tenants["globex"]["limits"] = {"maxRunning": 2, "submitPerMinute": 60, "submitBurst": 5, "maxQueued": 50}
     doc.write(path)
     return Keys(acme, acme_read, globex, admin)
+
+
+# maxRunning as the default tenant limits give it, for tests that call the store directly.
+RUNNING = RunningLimits({}, 4)
 
 
 @pytest.fixture

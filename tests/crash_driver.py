@@ -17,6 +17,7 @@ from pathlib import Path
 from jobq.core.models import NewJob
 from jobq.storage.jsonfile.lifecycle import RetryPolicy
 from jobq.storage.jsonfile.store import JsonStore
+from jobq.storage.protocol import RunningLimits
 from tests.faults import FaultyFS, Op
 
 START = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
@@ -37,7 +38,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 async def run(args: argparse.Namespace) -> int:
     fs = FaultyFS()
     store = JsonStore(
-        args.data_dir, retry=RetryPolicy(), max_running=lambda _tenant: 5, fs=fs, compact_bytes=args.compact_bytes
+        args.data_dir, retry=RetryPolicy(), fs=fs, compact_bytes=args.compact_bytes
     )
     await store.open(START)
     op: Op = args.op
@@ -45,7 +46,7 @@ async def run(args: argparse.Namespace) -> int:
     for n in range(args.jobs):
         job = NewJob("echo", {"n": n, "pad": "x" * 200})
         now = START + timedelta(milliseconds=n)
-        result = await store.submit("acme", [job], None, now, max_queued=1_000_000)
+        result = await store.submit("acme", [job], None, now, max_queued=1_000_000, limits=RunningLimits({}, 5))
         print(result.bodies[0]["jobId"], flush=True)
     await store.close()
     return 0

@@ -210,7 +210,7 @@ async def test_a_lost_lease_raises_an_alert_cleared_when_the_job_ends(jobq: Harn
     job = await jobq.submit(type="sleep", payload={"seconds": 3600})
     assert await jobq.worker.run_once() == 1
     jobq.clock.advance(jobq.settings.lease_seconds + 1)  # no heartbeat in between: the worker "hung"
-    await jobq.store.maintain(jobq.clock.now())
+    await jobq.store.reap(jobq.clock.now())
     assert (await jobq.get(job["jobId"]))["status"] == "retry"
     [raised] = await check(jobq)
     assert (raised.alert_id, raised.kind) == (f"lease:{job['jobId']}", LEASE_EXPIRED)

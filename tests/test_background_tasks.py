@@ -25,6 +25,7 @@ from jobq.core.health import RoundBackoff
 from jobq.rules.alerts import Alert
 from jobq.rules.outbox import Delivery
 from jobq.storage.jsonfile.store import JsonStore
+from jobq.storage.protocol import Reaped
 from jobq.tenancy.tenants import TenantRegistry
 from jobq.web.factory import create_app
 from jobq.worker.handlers import Registry
@@ -40,14 +41,14 @@ class Killed(BaseException):
 
 
 class FaultyStore(JsonStore):
-    """A `JsonStore` whose next `maintain`, `due_deliveries` or `alerts(None)`
-    raises what it is armed with (once, or until disarmed), or whose `maintain` hangs until released."""
+    """A `JsonStore` whose next `reap`, `claim_deliveries` or `alerts(None)`
+    raises what it is armed with (once, or until disarmed), or whose `reap` hangs until released."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.raise_in: dict[str, BaseException] = {}  # once
         self.always: dict[str, BaseException] = {}
-        self.calls: dict[str, int] = {"maintain": 0, "due_deliveries": 0, "alerts": 0}
+        self.calls: dict[str, int] = {"reap": 0, "claim_deliveries": 0, "alerts": 0}
         self.hang = asyncio.Event()
         self.hang.set()
         self.hanging = asyncio.Event()
@@ -58,21 +59,25 @@ class FaultyStore(JsonStore):
         if error is not None:
             raise error
 
-    async def maintain(self, now: datetime) -> None:
-        self._fault("maintain")
+    async def reap(self, now: datetime) -> Reaped:
+        self._fault("reap")
         if not self.hang.is_set():
             self.hanging.set()
             await self.hang.wait()
-        await super().maintain(now)
+        return await super().reap(now)
 
-    def due_deliveries(self, now: datetime, room: Callable[[str | None], int], skip: Any) -> list[Delivery]:
-        self._fault("due_deliveries")
-        return super().due_deliveries(now, room, skip)
+    async def claim_deliveries(
+        self, sender_id: str, now: datetime, *, limit: int, per_tenant: int, lease_seconds: float
+    ) -> list[Delivery]:
+        self._fault("claim_deliveries")
+        return await super().claim_deliveries(
+            sender_id, now, limit=limit, per_tenant=per_tenant, lease_seconds=lease_seconds
+        )
 
-    def alerts(self, tenant_id: str | None) -> list[Alert]:
+    async def alerts(self, tenant_id: str | None) -> list[Alert]:
         if tenant_id is None:  # the monitor's look; views ask for one tenant's
             self._fault("alerts")
-        return super().alerts(tenant_id)
+        return await super().alerts(tenant_id)
 
 
 Client = TestClient[Any, Any]
@@ -86,7 +91,7 @@ def start(aiohttp_client: Any, clock: FakeClock, settings: Settings, registry: R
     async def run(arm: dict[str, BaseException] | None = None, hang: bool = False) -> tuple[Client, FaultyStore]:
         effective = replace(settings, allow_private_urls=True)
         tenants = TenantRegistry(effective.tenants_file, clock.monotonic)
-        store = FaultyStore(effective.data_dir, retry=retry_policy(effective), max_running=tenants.max_running)
+        store = FaultyStore(effective.data_dir, retry=retry_policy(effective))
         store.raise_in.update(arm or {})
         if hang:
             store.hang.clear()
@@ -141,7 +146,7 @@ async def test_the_worker_survives_a_round_that_raises(
     start: Start, keys: Keys, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    client, _ = await start(arm={"maintain": RuntimeError("disk gremlin")})
+    client, _ = await start(arm={"reap": RuntimeError("disk gremlin")})
     response = await client.post("/jobs", json={"type": "echo", "payload": {}}, headers={"X-API-Key": keys.acme})
     job_id = (await response.json())["jobId"]
 
@@ -160,7 +165,7 @@ async def test_the_webhook_sender_survives_a_round_that_raises(
     start: Start, keys: Keys, receive: Callable[..., Awaitable[Receiver]], caplog: pytest.LogCaptureFixture
 ) -> None:
     receiver = await receive(answer(204))
-    client, _ = await start(arm={"due_deliveries": RuntimeError("outbox gremlin")})
+    client, _ = await start(arm={"claim_deliveries": RuntimeError("outbox gremlin")})
     body = {"type": "echo", "payload": {}, "webhookUrl": receiver.url()}
     response = await client.post("/jobs", json=body, headers={"X-API-Key": keys.acme})
     assert response.status == 201
@@ -196,7 +201,7 @@ async def test_the_alert_monitor_survives_a_round_that_raises(
 async def test_a_worker_killed_for_good_makes_readyz_name_it(
     start: Start, keys: Keys, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client, _ = await start(arm={"maintain": Killed("out of luck")})
+    client, _ = await start(arm={"reap": Killed("out of luck")})
 
     async def not_ready() -> bool:
         return (await readyz(client))[0] == 503
@@ -225,7 +230,7 @@ async def test_a_stalled_worker_makes_readyz_name_it_until_it_moves_again(start:
     try:
         await asyncio.wait_for(store.hanging.wait(), 5)
         assert (await readyz(client))[0] == 200
-        clock.advance(31)  # the worker's round is stuck in `maintain` meanwhile
+        clock.advance(31)  # the worker's round is stuck in `reap` meanwhile
         status, text = await readyz(client)
         assert status == 503 and "background task worker made no progress for 31 s" in text
     finally:
@@ -239,16 +244,16 @@ async def test_a_stalled_worker_makes_readyz_name_it_until_it_moves_again(start:
 
 async def test_a_loop_failing_every_round_is_not_ready(start: Start, clock: FakeClock, keys: Keys) -> None:
     client, store = await start()
-    store.always["due_deliveries"] = RuntimeError("always")
+    store.always["claim_deliveries"] = RuntimeError("always")
 
     async def failed_twice() -> bool:
-        return store.calls["due_deliveries"] >= 3
+        return store.calls["claim_deliveries"] >= 3
 
     await eventually(failed_twice)
     clock.advance(31)
     status, text = await readyz(client)
     assert status == 503 and "background task webhook_sender failing every round for 31 s" in text
-    del store.always["due_deliveries"]
+    del store.always["claim_deliveries"]
 
     async def ready() -> bool:
         return (await readyz(client))[0] == 200

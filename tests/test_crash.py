@@ -181,7 +181,7 @@ async def test_crash_at_each_write_step_keeps_every_acknowledged_job(
 
     assert_snapshot_parses(data_dir)
     for _ in range(2):  # and a second start finds the same
-        store = JsonStore(data_dir, retry=RetryPolicy(), max_running=lambda _tenant: 5)
+        store = JsonStore(data_dir, retry=RetryPolicy())
         await store.open(datetime(2026, 11, 24, 10, 0, tzinfo=UTC))
         try:
             jobs = set(store.index.jobs)

@@ -252,7 +252,7 @@ async def test_a_running_process_keeps_the_directory_after_its_lock_file_is_dele
         for path in data_dir.iterdir():
             if not path.name.startswith("jobs.j") and path.name != "session.key":
                 path.unlink()
-        store = JsonStore(data_dir, retry=RetryPolicy(), max_running=lambda _tenant: 4)
+        store = JsonStore(data_dir, retry=RetryPolicy())
         with pytest.raises(StoreLocked):
             await store.open(NOW)
         await store.close()

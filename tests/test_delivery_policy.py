@@ -103,8 +103,8 @@ def test_bad_webhook_settings_are_refused_by_name(env: dict[str, str], named: st
 def test_the_sender_takes_lanes_in_turn() -> None:
     from datetime import UTC, datetime
 
-    from jobq.outbound.sender import _round_robin
     from jobq.rules.outbox import new_delivery
+    from jobq.rules.outbox import round_robin as _round_robin
 
     now = datetime(2026, 11, 24, tzinfo=UTC)
     due = [new_delivery("j", tenant, "job.succeeded", "https://h/", {}, now) for tenant in "aaaabbc"]

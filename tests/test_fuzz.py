@@ -48,9 +48,9 @@ def fuzz_settings(examples: int) -> settings:
 # ---- the invariant -------------------------------------------------------------
 
 
-def store_state(jobq: Harness) -> tuple[Any, ...]:
+async def store_state(jobq: Harness) -> tuple[Any, ...]:
     jobs = {job_id: (job.status, job.attempts, job.updated_at) for job_id, job in jobq.store.index.jobs.items()}
-    return jobq.store.counts(None), set(jobs), jobs, set(jobq.store.index.idem)
+    return await jobq.store.counts(None), set(jobs), jobs, set(jobq.store.index.idem)
 
 
 PAGES = frozenset({"/", "/login", "/help"})  # browser pages answer HTML; the API answers JSON
@@ -94,7 +94,7 @@ async def send(
     omit_content_type: bool = False,
 ) -> int:
     """Send one request and check the invariant; returns the status."""
-    before = store_state(jobq)
+    before = await store_state(jobq)
     # Built already encoded, so the path is sent byte for byte (a str path such
     # as "//jobs" would be read by the client as a URL with a host).
     raw_path, _, query = path.partition("?")
@@ -108,7 +108,7 @@ async def send(
     raw = await response.read()
     check_answer(method, response.status, response.content_type, raw, raw_path)
     if not 200 <= response.status < 300:
-        assert store_state(jobq) == before, (method, path, response.status, raw[:300])
+        assert await store_state(jobq) == before, (method, path, response.status, raw[:300])
     after_request(jobq, response.status)
     return response.status
 
@@ -520,7 +520,7 @@ async def raw_request(jobq: Harness, request: bytes) -> tuple[int, dict[str, str
 @example(which="Idempotency-Key", value=b"k\xe9y", method="POST")
 async def test_fuzz_raw_header_bytes(jobq: Harness, which: str, value: bytes, method: str):
     await seed(jobq)
-    before = store_state(jobq)
+    before = await store_state(jobq)
     body = b'{"type": "echo", "payload": {}}' if method == "POST" else b""
     headers = {
         "Host": b"localhost",
@@ -536,5 +536,5 @@ async def test_fuzz_raw_header_bytes(jobq: Harness, which: str, value: bytes, me
     content_type = response_headers.get("content-type", "").split(";")[0]
     check_answer(method, status, content_type, raw)
     if not 200 <= status < 300:
-        assert store_state(jobq) == before
+        assert await store_state(jobq) == before
     after_request(jobq, status)

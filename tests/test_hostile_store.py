@@ -22,7 +22,8 @@ from jobq.core.models import Failed, NewJob, Status
 from jobq.storage.jsonfile import store as store_module
 from jobq.storage.jsonfile.lifecycle import RECOVERY_FAILED_ERROR, settle
 from jobq.storage.jsonfile.transaction import Transaction
-from tests.conftest import Harness, HarnessFactory
+from jobq.storage.protocol import LeaseRef
+from tests.conftest import RUNNING, Harness, HarnessFactory
 
 DEEP = 10_000
 CHUNK = 1000
@@ -42,18 +43,20 @@ async def chain(h: Harness, length: int, *, head: NewJob | None = None, tenant: 
             before = (ids[-1],) if n == len(ids) and ids else ((f"r{n - 1}",) if n > len(ids) else ())
             spec = head if n == 0 and head is not None else NewJob(type="echo", payload={"n": n})
             specs.append(NewJob(spec.type, spec.payload, expires_at=spec.expires_at, depends_on=before, ref=f"r{n}"))
-        result = await h.store.submit(tenant, specs, None, h.clock.now(), max_queued=10 * DEEP)
+        result = await h.store.submit(tenant, specs, None, h.clock.now(), max_queued=10 * DEEP, limits=RUNNING)
         ids.extend(body["jobId"] for body in result.bodies)
     return ids
 
 
 async def fan_out(h: Harness, width: int) -> tuple[str, list[str]]:
     """A head and `width` jobs that each depend on it alone."""
-    [head] = (await h.store.submit("acme", [NewJob("echo", {})], None, h.clock.now(), max_queued=10 * DEEP)).bodies
+    [head] = (
+        await h.store.submit("acme", [NewJob("echo", {})], None, h.clock.now(), max_queued=10 * DEEP, limits=RUNNING)
+    ).bodies
     leaves: list[str] = []
     while len(leaves) < width:
         specs = [NewJob("echo", {"n": n}, depends_on=(head["jobId"],)) for n in range(min(CHUNK, width - len(leaves)))]
-        result = await h.store.submit("acme", specs, None, h.clock.now(), max_queued=10 * DEEP)
+        result = await h.store.submit("acme", specs, None, h.clock.now(), max_queued=10 * DEEP, limits=RUNNING)
         leaves.extend(body["jobId"] for body in result.bodies)
     return head["jobId"], leaves
 
@@ -90,10 +93,10 @@ def fail_on_put(h: Harness, monkeypatch: pytest.MonkeyPatch, nth: int) -> Callab
     return lambda: calls
 
 
-def snapshot_of(h: Harness) -> dict[str, Any]:
+async def snapshot_of(h: Harness) -> dict[str, Any]:
     return {
         "jobs": {i: j.to_record() for i, j in h.store.index.jobs.items()},
-        "counts": h.store.counts("acme"),
+        "counts": await h.store.counts("acme"),
         "deliveries": {i: d.to_record() for i, d in h.store.index.deliveries.items()},
         "unwritten": dict(h.store.index.unwritten_deliveries),
     }
@@ -103,7 +106,7 @@ async def test_an_exception_half_way_through_a_cascade_changes_nothing_and_answe
     jobq: Harness, make_harness: HarnessFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     ids = await chain(jobq, 3000)
-    before = snapshot_of(jobq)
+    before = await snapshot_of(jobq)
     commits = jobq.store.log.commits
     fail_on_put(jobq, monkeypatch, 1500)
 
@@ -116,7 +119,7 @@ async def test_an_exception_half_way_through_a_cascade_changes_nothing_and_answe
     problem = await response.json()
     assert problem["type"].endswith("store-unavailable")
     assert "injected" not in str(problem)  # internals stay in the log
-    assert snapshot_of(jobq) == before
+    assert await snapshot_of(jobq) == before
     assert jobq.store.log.commits == commits
     assert any("injected fault" in (r.exc_text or "") for r in caplog.records)
 
@@ -130,7 +133,7 @@ async def test_an_exception_half_way_through_a_cascade_changes_nothing_and_answe
 async def test_an_exception_building_a_submit_leaves_no_job_and_no_idempotency_key(
     jobq: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    before = snapshot_of(jobq)
+    before = await snapshot_of(jobq)
     fail_on_put(jobq, monkeypatch, 3)
     jobs = [{"type": "echo", "payload": {"n": n}} for n in range(5)]
 
@@ -139,7 +142,7 @@ async def test_an_exception_building_a_submit_leaves_no_job_and_no_idempotency_k
     )
 
     assert response.status == 503
-    assert snapshot_of(jobq) == before
+    assert await snapshot_of(jobq) == before
     assert jobq.store.index.idem == {}
     monkeypatch.undo()
     response = await jobq.client.post(
@@ -152,14 +155,14 @@ async def test_an_exception_while_settling_an_attempt_keeps_the_attempt_running(
     jobq: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     job = await jobq.submit()
-    await (await jobq.store.claim(jobq.clock.now(), 1, "w", 30)).durable
-    before = snapshot_of(jobq)
+    await (await jobq.store.claim("w", 1, lease_seconds=30, limits=RUNNING, now=jobq.clock.now())).durable
+    before = await snapshot_of(jobq)
     fail_on_put(jobq, monkeypatch, 1)
 
     with pytest.raises(StoreUnavailable):
-        await jobq.store.finish(job["jobId"], 1, Failed("boom", permanent=True), jobq.clock.now())
+        await jobq.store.finish(LeaseRef(job["jobId"], 1), Failed("boom", permanent=True), jobq.clock.now())
 
-    assert snapshot_of(jobq) == before
+    assert await snapshot_of(jobq) == before
     assert jobq.store.index.jobs[job["jobId"]].status is Status.RUNNING
 
 
@@ -177,10 +180,15 @@ async def test_a_job_whose_recovery_raises_is_parked_and_the_start_goes_on(
     good = await jobq.submit()
     [waiting] = (
         await jobq.store.submit(
-            "acme", [NewJob("echo", {}, depends_on=(bad["jobId"],))], None, jobq.clock.now(), max_queued=100
+            "acme",
+            [NewJob("echo", {}, depends_on=(bad["jobId"],))],
+            None,
+            jobq.clock.now(),
+            max_queued=100,
+            limits=RUNNING,
         )
     ).bodies
-    await (await jobq.store.claim(jobq.clock.now(), 2, "w", 30)).durable
+    await (await jobq.store.claim("w", 2, lease_seconds=30, limits=RUNNING, now=jobq.clock.now())).durable
     await jobq.client.close()  # the process "died" with both attempts running
 
     def settle_or_raise(tx: Any, job: Any, *args: Any) -> Any:
@@ -250,5 +258,3 @@ async def test_a_committed_transaction_is_freed_without_the_garbage_collector(jo
             assert freed() is None, commit
     finally:
         gc.enable()
-
-

@@ -22,7 +22,7 @@ async def test_same_key_same_body_replays_the_original_answer(jobq: Harness) -> 
     assert again.headers["Location"] == first.headers["Location"]
     assert await again.json() == first_body  # the original body, status queued
     assert "Idempotent-Replayed" not in first.headers
-    assert jobq.store.counts("acme")["succeeded"] == 1
+    assert (await jobq.store.counts("acme"))["succeeded"] == 1
 
 
 async def test_same_key_other_payload_is_422_mismatch(jobq: Harness) -> None:
@@ -58,7 +58,7 @@ async def test_same_key_while_first_is_in_flight_is_409(make_harness) -> None:
     assert (await first).status == 201
     third = await jobq.client.post("/jobs", json=body, headers=headers)
     assert third.headers["Idempotent-Replayed"] == "true"
-    assert jobq.store.counts("acme")["queued"] == 1
+    assert (await jobq.store.counts("acme"))["queued"] == 1
 
 
 async def test_batch_is_idempotent_too_and_routes_do_not_mix(jobq: Harness) -> None:

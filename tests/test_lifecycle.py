@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from jobq.core.models import Job
+from jobq.storage.protocol import LeaseRef
 from jobq.worker.handlers import Context, Registry, Snooze
-from tests.conftest import Harness, HarnessFactory
+from tests.conftest import RUNNING, Harness, HarnessFactory
 
 
 async def test_failures_retry_with_exponential_backoff_then_succeed(jobq: Harness) -> None:
@@ -121,11 +122,11 @@ async def test_attempt_past_its_timeout_is_cancelled_and_counts_as_failed(jobq: 
 
 async def test_expired_lease_of_a_dead_worker_is_a_failed_attempt(jobq: Harness) -> None:
     job = await jobq.submit()
-    claim = await jobq.store.claim(jobq.clock.now(), 1, "ghost-worker", lease_seconds=30)
+    claim = await jobq.store.claim("ghost-worker", 1, lease_seconds=30, limits=RUNNING, now=jobq.clock.now())
     await claim.durable
     [claimed] = claim.jobs
     jobq.clock.advance(31)
-    await jobq.store.maintain(jobq.clock.now())
+    await jobq.store.reap(jobq.clock.now())
     reaped = await jobq.get(job["jobId"])
     assert reaped["status"] == "retry"
     assert "lease expired" in reaped["lastError"]
@@ -134,7 +135,7 @@ async def test_expired_lease_of_a_dead_worker_is_a_failed_attempt(jobq: Harness)
     from jobq.core.models import Succeeded
 
     with pytest.raises(StaleAttempt):
-        await jobq.store.finish(claimed.job_id, claimed.attempts, Succeeded(None), jobq.clock.now())
+        await jobq.store.finish(LeaseRef(claimed.job_id, claimed.attempts), Succeeded(None), jobq.clock.now())
 
 
 async def test_heartbeats_keep_a_long_attempt_alive(jobq: Harness) -> None:
@@ -152,7 +153,7 @@ async def test_heartbeats_keep_a_long_attempt_alive(jobq: Harness) -> None:
 async def test_running_jobs_of_a_dead_process_are_recovered_at_start(make_harness: HarnessFactory) -> None:
     first = await make_harness()
     job = await first.submit(type="sleep", payload={"seconds": 30})
-    await (await first.store.claim(first.clock.now(), 1, "dead", lease_seconds=3600)).durable
+    await (await first.store.claim("dead", 1, lease_seconds=3600, limits=RUNNING, now=first.clock.now())).durable
     await first.store.close()  # like a crash: the attempt never finished
     second = await make_harness()
     recovered = await second.get(job["jobId"])
@@ -306,7 +307,7 @@ async def test_tenant_max_running_and_round_robin(jobq: Harness) -> None:
         await jobq.submit("globex", type="sleep", payload={"seconds": 30})
     acme = await jobq.submit("acme", type="sleep", payload={"seconds": 30})
     await jobq.worker.run_once()
-    counts_globex = jobq.store.counts("globex")
+    counts_globex = await jobq.store.counts("globex")
     assert counts_globex["running"] == 2
     assert (await jobq.get(acme["jobId"]))["status"] == "running"
     waiting = (await (await jobq.client.get("/jobs?status=queued", headers=jobq.headers("globex"))).json())["jobs"]

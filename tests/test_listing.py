@@ -57,7 +57,7 @@ async def test_bulk_cancel_by_filter_and_retry_by_ids(jobq: Harness) -> None:
         headers=jobq.headers(),
     )
     assert await retried.json() == {"matched": 2, "changed": 2}
-    assert jobq.store.counts("acme")["queued"] == 2
+    assert (await jobq.store.counts("acme"))["queued"] == 2
     job = await jobq.get(dead[0]["jobId"])
     assert job["operatorActions"][-1]["actor"].endswith("(bulk)")
 

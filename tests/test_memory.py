@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pytest
 
+from jobq.storage.protocol import LeaseRef, RunningLimits
+
 if TYPE_CHECKING:
     from jobq.core.models import Job
 
@@ -58,7 +60,7 @@ async def _probe(
     make = PAYLOADS[kind]
 
     def new_store() -> JsonStore:
-        return JsonStore(data_dir, retry=RetryPolicy(), max_running=lambda tenant: 1_000_000)
+        return JsonStore(data_dir, retry=RetryPolicy())
 
     def traced() -> int:
         gc.collect()
@@ -73,12 +75,12 @@ async def _probe(
         key = IdemRequest(f"key-{n}", f"fingerprint-{n}", "/jobs") if idem else None
         hook = "https://hooks.example/jobq" if webhook else None
         new = NewJob(type="echo", payload=make(n), webhook_url=hook)
-        await store.submit("acme", [new], key, NOW, max_queued=1_000_000)
+        await store.submit("acme", [new], key, NOW, max_queued=1_000_000, limits=RunningLimits({}, 1_000_000))
     if finish:
-        claimed = await store.claim(NOW, count, "w1", 60.0)
+        claimed = await store.claim("w1", count, lease_seconds=60.0, limits=RunningLimits({}, 1_000_000), now=NOW)
         await claimed.durable
         for job in claimed.jobs:  # what the echo handler does: return its payload
-            await store.finish(job.job_id, job.attempts, Succeeded(job.payload), NOW)
+            await store.finish(LeaseRef(job.job_id, job.attempts), Succeeded(job.payload), NOW)
     live = traced() - base
     jobs = list(store.index.jobs.values())
     assert len(jobs) == count
@@ -267,16 +269,23 @@ async def test_stored_bytes_are_the_same_after_a_restart(tmp_path: Path) -> None
     from jobq.storage.jsonfile.store import JsonStore
 
     def new_store() -> JsonStore:
-        return JsonStore(tmp_path, retry=RetryPolicy(), max_running=lambda tenant: 100)
+        return JsonStore(tmp_path, retry=RetryPolicy())
 
     store = new_store()
     await store.open(NOW)
     for n, tenant in enumerate(["acme", "acme", "acme", "globex"]):
-        await store.submit(tenant, [NewJob(type="echo", payload=many_objects(n))], None, NOW, max_queued=100)
-    claimed = await store.claim(NOW, 2, "w1", 60.0)
+        await store.submit(
+            tenant,
+            [NewJob(type="echo", payload=many_objects(n))],
+            None,
+            NOW,
+            max_queued=100,
+            limits=RunningLimits({}, 100),
+        )
+    claimed = await store.claim("w1", 2, lease_seconds=60.0, limits=RunningLimits({}, 1_000_000), now=NOW)
     await claimed.durable
     for job in claimed.jobs:
-        await store.finish(job.job_id, job.attempts, Succeeded(job.payload), NOW)
+        await store.finish(LeaseRef(job.job_id, job.attempts), Succeeded(job.payload), NOW)
     before = {t: store.index.stored_bytes(t) for t in ("acme", "globex")}
     assert before["acme"] > 3 * 60_000 and before["globex"] > 60_000
     assert sum(before.values()) == sum(job.stored_size for job in store.index.jobs.values())
@@ -328,6 +337,7 @@ def test_q_searches_the_encoded_payload_without_regard_to_case() -> None:
 
 def test_the_timestamp_cache_stays_bounded() -> None:
     from jobq.core import timefmt
+
     start = datetime(2026, 1, 1, tzinfo=UTC)
     for n in range(timefmt.FORMATTED_CACHE_SIZE * 3):
         timefmt.format_ts(start.replace(microsecond=0) + timedelta(milliseconds=n))

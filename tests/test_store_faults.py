@@ -106,7 +106,7 @@ def journals(data_dir: Path) -> list[str]:
 
 
 def new_store(data_dir: Path) -> JsonStore:
-    return JsonStore(data_dir, retry=RetryPolicy(), max_running=lambda _tenant: 5)
+    return JsonStore(data_dir, retry=RetryPolicy())
 
 
 async def refused(data_dir: Path) -> str:

@@ -62,19 +62,22 @@ def fields_of(body: dict[str, Any]) -> list[str]:
     return [error["field"] for error in body.get("errors", [])]
 
 
-def snapshot(jobq: Harness) -> dict[str, Any]:
-    """Everything a refused request must leave as it was: jobs (with status and
-    updatedAt), remembered Idempotency-Keys, counts, and the files on disk."""
-    files = {
+def files_of(jobq: Harness) -> dict[str, bytes]:
+    return {
         str(path.relative_to(jobq.settings.data_dir)): path.read_bytes()
         for path in sorted(Path(jobq.settings.data_dir).rglob("*"))
         if path.is_file() and not path.name.endswith(".lock")
     }
+
+
+async def snapshot(jobq: Harness) -> dict[str, Any]:
+    """Everything a refused request must leave as it was: jobs (with status and
+    updatedAt), remembered Idempotency-Keys, counts, and the files on disk."""
     return {
         "jobs": {job_id: (job.status, job.updated_at) for job_id, job in jobq.store.index.jobs.items()},
         "idem": set(jobq.store.index.idem),
-        "counts": jobq.store.counts(None),
-        "files": files,
+        "counts": await jobq.store.counts(None),
+        "files": files_of(jobq),
     }
 
 
@@ -82,7 +85,7 @@ async def assert_no_jobs(jobq: Harness, who: str = "acme") -> None:
     response = await jobq.client.get("/jobs", headers=jobq.headers(who))
     assert response.status == 200
     assert (await response.json())["jobs"] == []
-    assert sum(jobq.store.counts(who).values()) == 0
+    assert sum((await jobq.store.counts(who)).values()) == 0
 
 
 # ---- POST /jobs: malformed JSON and bodies that are not objects (400) ----------
@@ -130,11 +133,11 @@ MALFORMED = [
 
 @pytest.mark.parametrize("body", MALFORMED)
 async def test_malformed_or_non_object_body_is_400_and_stores_nothing(jobq: Harness, body: bytes) -> None:
-    before = snapshot(jobq)
+    before = await snapshot(jobq)
     response = await jobq.client.post("/jobs", data=body, headers=jobq.headers(**JSON_CT))
     problem = await assert_problem(response, 400)
     assert problem["type"].endswith("/bad-request")
-    assert snapshot(jobq) == before
+    assert await snapshot(jobq) == before
     await assert_no_jobs(jobq)
 
 
@@ -161,7 +164,7 @@ async def test_limits_of_the_strict_parser_are_exact(jobq: Harness) -> None:
     for body in bodies:
         response = await jobq.client.post("/jobs", data=body, headers=jobq.headers(**JSON_CT))
         assert response.status == 201, await response.text()
-    assert jobq.store.counts("acme")["queued"] == len(bodies)
+    assert (await jobq.store.counts("acme"))["queued"] == len(bodies)
 
 
 # ---- POST /jobs: validation (422, naming the field) --------------------------
@@ -257,11 +260,11 @@ INVALID = [
 async def test_invalid_submit_is_422_naming_the_field_and_stores_nothing(
     jobq: Harness, body: bytes, field: str
 ) -> None:
-    before = snapshot(jobq)
+    before = await snapshot(jobq)
     response = await jobq.client.post("/jobs", data=body, headers=jobq.headers(**JSON_CT))
     problem = await assert_problem(response, 422, field)
     assert problem["type"].endswith("/validation")
-    assert snapshot(jobq) == before
+    assert await snapshot(jobq) == before
     await assert_no_jobs(jobq)
 
 
@@ -297,14 +300,14 @@ async def test_the_same_fields_valid_are_accepted(jobq: Harness) -> None:
 
 async def test_another_tenants_job_as_dependency_is_the_same_422_as_an_unknown_id(jobq: Harness) -> None:
     foreign = await jobq.submit("globex")
-    before = snapshot(jobq)
+    before = await snapshot(jobq)
     answers = []
     for dep in (foreign["jobId"], MISSING_ID):
         response = await jobq.client.post("/jobs", data=submit_body(dependsOn=[dep]), headers=jobq.headers(**JSON_CT))
         problem = await assert_problem(response, 422, "dependsOn")
         answers.append(json.dumps(problem).replace(dep, "ID"))
     assert answers[0] == answers[1]
-    assert snapshot(jobq) == before
+    assert await snapshot(jobq) == before
     await assert_no_jobs(jobq)
 
 
@@ -312,12 +315,12 @@ async def test_depending_on_a_cancelled_job_is_422(jobq: Harness) -> None:
     dep = await jobq.submit()
     cancelled = await jobq.client.post(f"/jobs/{dep['jobId']}/cancel", headers=jobq.headers())
     assert cancelled.status == 200
-    before = snapshot(jobq)
+    before = await snapshot(jobq)
     body = submit_body(dependsOn=[dep["jobId"]])
     response = await jobq.client.post("/jobs", data=body, headers=jobq.headers(**JSON_CT))
     problem = await assert_problem(response, 422, "dependsOn")
     assert "cancelled" in problem["errors"][0]["message"]
-    assert snapshot(jobq) == before
+    assert await snapshot(jobq) == before
 
 
 # ---- sizes (413) -------------------------------------------------------------
@@ -327,12 +330,12 @@ async def test_payload_over_64_kib_is_413_and_exactly_64_kib_is_accepted(jobq: H
     limit = jobq.settings.max_payload_bytes
     assert limit == 64 * 1024
     filler = limit - len('{"s":""}')
-    before = snapshot(jobq)
+    before = await snapshot(jobq)
     too_big = submit_body(payload={"s": "x" * (filler + 1)})
     response = await jobq.client.post("/jobs", data=too_big, headers=jobq.headers(**JSON_CT))
     problem = await assert_problem(response, 413, "payload")
     assert problem["type"].endswith("/payload-too-large")
-    assert snapshot(jobq) == before
+    assert await snapshot(jobq) == before
     await assert_no_jobs(jobq)
     just_fits = submit_body(payload={"s": "x" * filler})
     response = await jobq.client.post("/jobs", data=just_fits, headers=jobq.headers(**JSON_CT))
@@ -348,14 +351,14 @@ async def test_payload_over_64_kib_in_a_batch_is_413_for_the_whole_batch(jobq: H
 
 @pytest.mark.parametrize("path", ["/jobs", "/jobs/batch", "/jobs/bulk"])
 async def test_body_over_1_mib_is_413(jobq: Harness, path: str) -> None:
-    before = snapshot(jobq)
+    before = await snapshot(jobq)
     body = b'{"type": "echo", "payload": {}}' + b" " * (1024 * 1024)
     headers = jobq.headers(**JSON_CT, **{"Idempotency-Key": "big"})
     # A file-like body: aiohttp warns about (and -W error fails on) large raw bytes.
     response = await jobq.client.post(path, data=io.BytesIO(body), headers=headers)
     problem = await assert_problem(response, 413)
     assert "1048576" in problem["detail"]
-    assert snapshot(jobq) == before
+    assert await snapshot(jobq) == before
     await assert_no_jobs(jobq)
 
 
@@ -376,22 +379,22 @@ BAD_CONTENT_TYPES = [
 @pytest.mark.parametrize("path", ["/jobs", "/jobs/batch", "/jobs/bulk"])
 @pytest.mark.parametrize("content_type", BAD_CONTENT_TYPES)
 async def test_wrong_content_type_is_415(jobq: Harness, path: str, content_type: str) -> None:
-    before = snapshot(jobq)
+    before = await snapshot(jobq)
     body = b'{"type": "echo", "payload": {}}'
     response = await jobq.client.post(path, data=body, headers=jobq.headers(**{"Content-Type": content_type}))
     problem = await assert_problem(response, 415)
     assert problem["type"].endswith("/unsupported-media-type")
-    assert snapshot(jobq) == before
+    assert await snapshot(jobq) == before
 
 
 @pytest.mark.parametrize("path", ["/jobs", "/jobs/batch", "/jobs/bulk"])
 async def test_missing_content_type_is_415(jobq: Harness, path: str) -> None:
-    before = snapshot(jobq)
+    before = await snapshot(jobq)
     response = await jobq.client.post(
         path, data=b'{"type": "echo", "payload": {}}', headers=jobq.headers(), skip_auto_headers=["Content-Type"]
     )
     await assert_problem(response, 415)
-    assert snapshot(jobq) == before
+    assert await snapshot(jobq) == before
     await assert_no_jobs(jobq)
 
 
@@ -438,11 +441,11 @@ BAD_QUERIES = [
 @pytest.mark.parametrize("query", BAD_QUERIES)
 async def test_bad_list_query_is_400(jobq: Harness, path: str, query: str) -> None:
     await jobq.submit()
-    before = snapshot(jobq)
+    before = await snapshot(jobq)
     response = await jobq.client.get(f"{path}?{query}", headers=jobq.headers())
     problem = await assert_problem(response, 400)
     assert problem["type"].endswith("/bad-request")
-    assert snapshot(jobq) == before
+    assert await snapshot(jobq) == before
 
 
 async def test_unknown_status_filter_is_400_and_dlq_refuses_a_status(jobq: Harness) -> None:
@@ -483,11 +486,11 @@ BAD_KEYS = [
 @pytest.mark.parametrize("key", BAD_KEYS)
 async def test_bad_idempotency_key_is_400_and_stores_nothing(jobq: Harness, path: str, key: str) -> None:
     body = {"type": "echo", "payload": {}} if path == "/jobs" else {"jobs": [{"type": "echo", "payload": {}}]}
-    before = snapshot(jobq)
+    before = await snapshot(jobq)
     response = await jobq.client.post(path, json=body, headers=jobq.headers(**{"Idempotency-Key": key}))
     problem = await assert_problem(response, 400)
     assert "Idempotency-Key" in problem["detail"]
-    assert snapshot(jobq) == before
+    assert await snapshot(jobq) == before
     await assert_no_jobs(jobq)
 
 
@@ -520,7 +523,7 @@ async def test_nothing_is_remembered_for_a_refused_request(jobq: Harness) -> Non
     other = await jobq.client.post("/jobs", json={"type": "echo", "payload": {"x": 1}}, headers=headers)
     problem = await assert_problem(other, 422)
     assert problem["type"].endswith("/idempotency-key-mismatch")
-    assert jobq.store.counts("acme")["queued"] == 1
+    assert (await jobq.store.counts("acme"))["queued"] == 1
 
 
 # ---- POST /jobs/bulk (422) ---------------------------------------------------------
@@ -552,11 +555,11 @@ BAD_BULK = [
 @pytest.mark.parametrize(("body", "fields"), BAD_BULK)
 async def test_bad_bulk_body_is_422_and_changes_no_job(jobq: Harness, body: Any, fields: set[str]) -> None:
     jobs = [await jobq.submit(), await jobq.submit(), await jobq.submit("globex")]
-    before = snapshot(jobq)
+    before = await snapshot(jobq)
     response = await jobq.client.post("/jobs/bulk", json=body, headers=jobq.headers())
     problem = await assert_problem(response, 422)
     assert fields <= set(fields_of(problem)), problem
-    assert snapshot(jobq) == before
+    assert await snapshot(jobq) == before
     for job in jobs[:2]:
         assert (await jobq.get(job["jobId"]))["status"] == "queued"
 
@@ -564,10 +567,10 @@ async def test_bad_bulk_body_is_422_and_changes_no_job(jobq: Harness, body: Any,
 @pytest.mark.parametrize("body", [b"[]", b'"cancel"', b"null", b"{", b'{"action": "cancel", "action": "retry"}'])
 async def test_bulk_body_not_an_object_is_400(jobq: Harness, body: bytes) -> None:
     await jobq.submit()
-    before = snapshot(jobq)
+    before = await snapshot(jobq)
     response = await jobq.client.post("/jobs/bulk", data=body, headers=jobq.headers(**JSON_CT))
     await assert_problem(response, 400)
-    assert snapshot(jobq) == before
+    assert await snapshot(jobq) == before
 
 
 # ---- POST /jobs/batch ----------------------------------------------------------------
@@ -625,16 +628,16 @@ BAD_BATCH_ITEMS = [
 
 @pytest.mark.parametrize(("items", "field"), BAD_BATCH_ITEMS)
 async def test_one_invalid_item_refuses_the_whole_batch(jobq: Harness, items: list[Any], field: str) -> None:
-    before = snapshot(jobq)
+    before = await snapshot(jobq)
     response = await jobq.client.post("/jobs/batch", json={"jobs": items}, headers=jobq.headers())
     await assert_problem(response, 422, field)
-    assert snapshot(jobq) == before
+    assert await snapshot(jobq) == before
     await assert_no_jobs(jobq)
 
 
 async def test_batch_naming_another_tenants_job_is_refused_like_an_unknown_one(jobq: Harness) -> None:
     foreign = await jobq.submit("globex")
-    before = snapshot(jobq)
+    before = await snapshot(jobq)
     answers = []
     for dep in (foreign["jobId"], MISSING_ID):
         body = {"jobs": [echo("a"), echo("b", "a", dep)]}
@@ -642,7 +645,7 @@ async def test_batch_naming_another_tenants_job_is_refused_like_an_unknown_one(j
         problem = await assert_problem(response, 422, "jobs[1].dependsOn")
         answers.append(json.dumps(problem).replace(dep, "ID"))
     assert answers[0] == answers[1]
-    assert snapshot(jobq) == before
+    assert await snapshot(jobq) == before
     await assert_no_jobs(jobq)
 
 
@@ -658,10 +661,10 @@ BAD_BATCH_BODIES = [
 
 @pytest.mark.parametrize(("body", "field"), BAD_BATCH_BODIES)
 async def test_bad_batch_body_is_422(jobq: Harness, body: Any, field: str) -> None:
-    before = snapshot(jobq)
+    before = await snapshot(jobq)
     response = await jobq.client.post("/jobs/batch", json=body, headers=jobq.headers())
     await assert_problem(response, 422, field)
-    assert snapshot(jobq) == before
+    assert await snapshot(jobq) == before
     await assert_no_jobs(jobq)
 
 
@@ -721,7 +724,7 @@ async def test_batch_refs_wait_for_each_other_and_run_in_order(jobq: Harness) ->
         done = await jobq.get(job["jobId"])
         assert done["status"] == "succeeded", ref
         assert done["result"] == {"ref": ref}
-    assert jobq.store.counts("acme")["succeeded"] == 5
+    assert (await jobq.store.counts("acme"))["succeeded"] == 5
 
 
 @pytest.mark.parametrize(

@@ -358,7 +358,7 @@ async def test_a_hanging_receiver_holds_neither_the_worker_nor_other_tenants(
     fine = await receive(answer(200))
     slow_jobs = [await jobq.submit(webhookUrl=hanging.url()) for _ in range(5)]
     await jobq.drain()
-    assert sender(jobq).run_once() == 2  # acme's share of the sender: 2 in flight
+    assert await sender(jobq).run_once() == 2  # acme's share of the sender: 2 in flight
     await asyncio.sleep(0.05)
     assert len(hanging.requests) == 2
 
@@ -367,7 +367,7 @@ async def test_a_hanging_receiver_holds_neither_the_worker_nor_other_tenants(
     other = await jobq.submit("globex", webhookUrl=fine.url())
     await asyncio.wait_for(jobq.drain(), timeout=5)
     assert {(await jobq.get(j["jobId"]))["status"] for j in more} == {"succeeded"}
-    assert sender(jobq).run_once() == 1
+    assert await sender(jobq).run_once() == 1
     for _ in range(100):
         if fine.requests:
             break
@@ -392,9 +392,9 @@ async def test_an_attempt_that_cannot_be_written_is_sent_again_later(
     await send_due(jobq)
     assert (await the_delivery(jobq, job["jobId"]))["status"] == "pending"
     fs.clear()
-    await send_due(jobq)  # held back for a while: no hammering while the disk is broken
+    await send_due(jobq)  # still leased: no hammering while the disk is broken
     assert len(receiver.requests) == 1
-    jobq.clock.advance(6)
+    jobq.clock.advance(jobq.settings.webhook_timeout_seconds + 6)  # the lease: the send's timeout and 5 s
     await send_due(jobq)
     delivery = await the_delivery(jobq, job["jobId"])
     assert delivery["status"] == "delivered" and len(delivery["attempts"]) == 1
@@ -410,7 +410,7 @@ async def test_nothing_is_sent_before_the_ending_is_durable(make_harness: Harnes
     cancelling = asyncio.ensure_future(jobq.client.post(f"/jobs/{job['jobId']}/cancel", headers=jobq.headers()))
     while not jobq.store.index.deliveries:  # the ending and its delivery are in memory, not yet on disk
         await asyncio.sleep(0.001)
-    assert sender(jobq).run_once() == 0  # a write that may yet fail: not sent
+    assert await sender(jobq).run_once() == 0  # a write that may yet fail: not sent
     fs.gate.set()
     assert (await cancelling).status == 200
     await send_due(jobq)

@@ -21,7 +21,7 @@ from jobq.web.auth import SESSIONS
 from jobq.web.live.hub import HUB, LiveHub
 from jobq.web.sessions import COOKIE_NAME
 from jobq.web.views.ws import origin_refusal
-from tests.conftest import Harness
+from tests.conftest import RUNNING, Harness
 
 WS_HEADERS = {
     "Connection": "Upgrade",
@@ -77,7 +77,7 @@ async def jobs_until(ws: aiohttp.ClientWebSocketResponse, job_id: str, status: s
 async def submit_direct(jobq: Harness, tenant: str, n: int) -> None:
     """`n` echo jobs through the store, past the API's submit rate limit."""
     specs = [NewJob("echo", {"n": i}) for i in range(n)]
-    await jobq.store.submit(tenant, specs, None, jobq.clock.now(), max_queued=100_000)
+    await jobq.store.submit(tenant, specs, None, jobq.clock.now(), max_queued=100_000, limits=RUNNING)
 
 
 # ---- before the upgrade ---------------------------------------------------
@@ -252,7 +252,7 @@ async def test_metrics_after_a_tick(jobq: Harness) -> None:
     await jobq.drain()
     await jobq.submit()
     jobq.clock.advance(1)
-    hub_of(jobq).tick()
+    await hub_of(jobq).tick()
     metrics = await metrics_at(acme, "2026-11-24T09:30:01.000Z")
     assert metrics["counts"]["succeeded"] == 3 and metrics["counts"]["queued"] == 1
     assert metrics["queueDepth"] == 1
@@ -264,7 +264,7 @@ async def test_metrics_after_a_tick(jobq: Harness) -> None:
     assert other["finishedLastMinute"] == 0 and other["counts"]["succeeded"] == 0
 
     jobq.clock.advance(60)
-    hub_of(jobq).tick()
+    await hub_of(jobq).tick()
     later = await metrics_at(acme, "2026-11-24T09:31:01.000Z")
     assert later["finishedLastMinute"] == 0 and later["finishedPerSecond"] == 0
     await acme.close()
@@ -294,9 +294,10 @@ class StuckSocket:
         return True
 
 
-def test_publish_is_synchronous() -> None:
+def test_publishing_never_awaits_a_socket() -> None:
+    # The store's listener and the fan-out are synchronous: a slow socket cannot hold up a commit.
+    assert not inspect.iscoroutinefunction(LiveHub.on_events)
     assert not inspect.iscoroutinefunction(LiveHub.publish_job)
-    assert not inspect.iscoroutinefunction(LiveHub.tick)
 
 
 async def test_a_client_that_falls_behind_gets_a_fresh_snapshot(jobq: Harness) -> None:
@@ -306,15 +307,16 @@ async def test_a_client_that_falls_behind_gets_a_fresh_snapshot(jobq: Harness) -
     job = await jobq.submit(payload={"n": 1})
     assert (await receive_message(ws, "job"))["job"]["jobId"] == job["jobId"]
     [client] = hub.clients
-    stored = jobq.store.get(job["jobId"], "acme")
+    stored = await jobq.store.get(job["jobId"], "acme")
     assert stored is not None
+    [rendered] = await hub.messages.render([stored])
     for _ in range(hub.queue_size * 4):  # no await in between: the sender cannot drain
-        hub.publish_job(stored)
+        hub.publish_job(stored, rendered)
     assert client.state == "behind" and client.resyncs == 1
     assert client.queue.qsize() == 0  # emptied; nothing more is queued until the next tick
-    hub.publish_job(stored)
+    hub.publish_job(stored, rendered)
     assert client.queue.qsize() == 0
-    hub.tick()
+    await hub.tick()
     assert client.state == "live"
     resync = await receive_message(ws, "snapshot")
     assert [j["jobId"] for j in resync["jobs"]] == [job["jobId"]]
@@ -330,12 +332,13 @@ async def test_a_client_that_keeps_falling_behind_gets_snapshots_less_often(jobq
     job = await jobq.submit()
     await receive_message(ws, "job")
     [client] = hub.clients
-    stored = jobq.store.get(job["jobId"], "acme")
+    stored = await jobq.store.get(job["jobId"], "acme")
     assert stored is not None
+    [rendered] = await hub.messages.render([stored])
 
     def flood() -> None:
         for _ in range(hub.queue_size * 2):
-            hub.publish_job(stored)
+            hub.publish_job(stored, rendered)
         assert client.state == "behind"
 
     waits = []
@@ -343,14 +346,14 @@ async def test_a_client_that_keeps_falling_behind_gets_snapshots_less_often(jobq
         flood()  # behind again right after its snapshot: it cannot keep up
         ticks = 0
         while client.state == "behind":
-            hub.tick()
+            await hub.tick()
             ticks += 1
         waits.append(ticks)
     assert waits == [1, 2, 4, 5, 5]  # doubling, capped at MAX_RESYNC_TICKS
     for _ in range(10):  # it keeps up for a while...
-        hub.tick()
+        await hub.tick()
     flood()
-    hub.tick()
+    await hub.tick()
     assert client.state == "live"  # ...so the next time it is resynced at once
     await ws.close()
 
@@ -365,9 +368,10 @@ async def test_a_stuck_client_never_slows_the_worker(jobq: Harness) -> None:
     while client.state != "live":
         await asyncio.sleep(0)
     await submit_direct(jobq, "acme", 200)
-    hub.tick()  # a resync snapshot for the stuck client, which it cannot take either
+    await hub.flush()  # the 200 new jobs offered: the stuck client falls behind
+    await hub.tick()  # a resync snapshot for the stuck client, which it cannot take either
     await jobq.drain()
-    assert jobq.store.counts("acme")["succeeded"] == 200
+    assert (await jobq.store.counts("acme"))["succeeded"] == 200
     assert stuck.sends == 2  # stuck in its second send
     assert client.resyncs >= 2 and client.queue.qsize() <= 16
     sentinel = await jobq.submit()

@@ -28,7 +28,7 @@ from jobq.web.live.client import LiveClient
 from jobq.web.live.hub import HUB, LiveHub
 from jobq.web.services import SERVICES
 from jobq.web.sessions import COOKIE_NAME
-from tests.conftest import Harness, HarnessFactory
+from tests.conftest import RUNNING, Harness, HarnessFactory
 
 AUTH_CLOSE = 4401
 
@@ -277,7 +277,7 @@ BLOB = "x" * 20_000  # a 20 kB payload, echoed back as the result: job messages 
 async def flood(jobq: Harness, n: int) -> None:
     """`n` big jobs submitted and run: 3n job changes, about 80 kB each job."""
     specs = [NewJob("echo", {"i": i, "blob": BLOB}) for i in range(n)]
-    await jobq.store.submit("acme", specs, None, jobq.clock.now(), max_queued=100_000)
+    await jobq.store.submit("acme", specs, None, jobq.clock.now(), max_queued=100_000, limits=RUNNING)
     await jobq.drain()
 
 
@@ -289,7 +289,7 @@ async def overwhelm(jobq: Harness, client: LiveClient) -> None:
     single burst may push it behind before its sender wrote anything)."""
     for _ in range(20):
         await flood(jobq, 10)
-        hub_of(jobq).tick()
+        await hub_of(jobq).tick()
         if client.state == "behind" and client.buffered() > 0:
             return
     raise AssertionError(f"never stuck: {client}")
@@ -318,7 +318,7 @@ async def test_a_reader_that_never_reads_pins_bounded_bytes(make_harness: Harnes
     try:
         for _ in range(3):
             await flood(jobq, 40)  # 120 changes, ~3 MB offered to each viewer
-            hub.tick()
+            await hub.tick()
             await asyncio.sleep(0.05)
     finally:
         sampler.cancel()
@@ -343,17 +343,17 @@ async def test_a_reader_that_catches_up_gets_a_fresh_snapshot_then_the_stream(
     shrink_kernel_buffer(stuck)
     await raw.message("snapshot")
     await overwhelm(jobq, stuck)
-    hub.tick()
+    await hub.tick()
     assert stuck.state == "behind"  # still behind: its buffer has not drained, so no snapshot is queued
     assert stuck.queued_bytes == 0
     # It starts reading: what was written before it fell behind, then, once
     # its buffer is empty, the next tick sends a fresh snapshot.
     reading = asyncio.get_running_loop().create_task(raw.message("snapshot"))
     await until(lambda: stuck.buffered() == 0)
-    hub.tick()
+    await hub.tick()
     async with asyncio.timeout(5):
         snapshot = await reading
-    assert snapshot["counts"]["succeeded"] == jobq.store.counts("acme")["succeeded"]
+    assert snapshot["counts"]["succeeded"] == (await jobq.store.counts("acme"))["succeeded"]
     assert stuck.state == "live" and stuck.stuck_since is None
     job = await jobq.submit()
     async with asyncio.timeout(5):
@@ -372,10 +372,10 @@ async def test_a_reader_stuck_past_the_deadline_is_closed(make_harness: HarnessF
     await overwhelm(jobq, stuck)
     assert stuck.stuck_since is not None
     jobq.clock.advance(29)
-    hub.tick()
+    await hub.tick()
     assert stuck in hub.clients
     jobq.clock.advance(2)
-    hub.tick()
+    await hub.tick()
     await until(lambda: stuck not in hub.clients, within=2)
     assert health_of(jobq).refusals["ws_slow_reader"] == 1
     sentinel = await jobq.submit()
@@ -441,7 +441,7 @@ async def test_an_expired_session_closes_its_sockets(jobq: Harness) -> None:
     by_key = await connect(jobq)
     await receive_message(by_key, "snapshot")
     jobq.clock.advance(codec.lifetime_seconds - 1)
-    hub_of(jobq).tick()
+    await hub_of(jobq).tick()
     assert len(hub_of(jobq).clients) == 2  # not expired yet
     jobq.clock.advance(1)  # expired now; the background tick (every real second) notices
     assert await closed_with(ws, within=2.0) == AUTH_CLOSE
@@ -454,17 +454,17 @@ async def test_an_expired_session_closes_its_sockets(jobq: Harness) -> None:
 async def test_a_snapshot_keeps_the_newest_jobs_that_fit_in_half_the_bound(make_harness: HarnessFactory) -> None:
     jobq = await make_harness(ws_max_pending_bytes=BOUND)
     specs = [NewJob("echo", {"i": i, "blob": BLOB}) for i in range(20)]
-    await jobq.store.submit("acme", specs, None, jobq.clock.now(), max_queued=100_000)
+    await jobq.store.submit("acme", specs, None, jobq.clock.now(), max_queued=100_000, limits=RUNNING)
     hub = hub_of(jobq)
-    encoded = hub.messages.encoded_snapshot("acme")
+    encoded = await hub.messages.encoded_snapshot("acme")
     assert len(encoded) <= BOUND // 2
-    full = orjson.loads(orjson.dumps(hub.messages.snapshot("acme")))
+    full = orjson.loads(orjson.dumps(await hub.messages.snapshot("acme")))
     cut = orjson.loads(encoded)
     assert cut["type"] == "snapshot" and cut["counts"] == full["counts"]
     assert 0 < len(cut["jobs"]) < len(full["jobs"]) == 20
     assert cut["jobs"] == full["jobs"][: len(cut["jobs"])]  # the newest ones, in order
     roomy = LiveHub(jobq.store, jobq.clock, max_pending_bytes=64 << 20)
-    assert orjson.loads(roomy.messages.encoded_snapshot("acme")) == full  # nothing cut when it all fits
+    assert orjson.loads(await roomy.messages.encoded_snapshot("acme")) == full  # nothing cut when it all fits
 
 
 async def test_shutdown_does_not_wait_for_a_reader_that_never_reads(

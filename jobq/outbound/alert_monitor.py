@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from jobq.core.clock import Clock
 from jobq.core.errors import StoreUnavailable
 from jobq.core.health import Health, RoundBackoff
-from jobq.core.models import LEASE_EXPIRED_ERROR, AttemptStatus, Job, Status
+from jobq.core.models import LEASE_EXPIRED_ERROR, AttemptStatus, Status
 from jobq.rules.alerts import DELIVERY_FAILED, LEASE_EXPIRED, Alert, Condition, dlq_condition, reconcile
 from jobq.rules.outbox import FAILED, Delivery, new_delivery
-from jobq.storage.protocol import Store
+from jobq.storage.protocol import AlertStore, Event, JobChanged
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ STALL_SECONDS = 30.0  # a look every second, at most 5 s apart after failures
 class AlertMonitor:
     def __init__(
         self,
-        store: Store,
+        store: AlertStore,
         clock: Clock,
         *,
         tenant_names: Callable[[], list[str]],
@@ -54,33 +54,43 @@ class AlertMonitor:
         self.alert_url = alert_url
         self.health = health if health is not None else Health(clock.monotonic)
         self._dlq_since: dict[str, datetime] = {}
-        self._lease_expired: dict[str, Condition] = {}  # seen by the listener, not yet raised
-        store.subscribe(self._on_change)
+        self._lease_expired: dict[str, Condition] = {}  # seen, not yet raised
+        self._failed_ids: dict[str, None] = {}  # jobs that went to retry or fatal since the last look
+        store.subscribe(self._on_events)
 
-    def _on_change(self, job: Job) -> None:
+    def _on_events(self, events: Sequence[Event]) -> None:
         # A lost lease settles the attempt as failed: the job is now retry or fatal.
-        if job.status not in (Status.RETRY, Status.FATAL) or not job.attempt_history:
-            return
-        last = job.attempt_history[-1]
-        just_failed = last.status is AttemptStatus.FAILED and last.finished_at == job.updated_at
-        if just_failed and last.error == LEASE_EXPIRED_ERROR:
-            self._lease_expired[job.job_id] = _lease_condition(job.job_id, job.tenant_id, last.attempt, last.worker_id)
+        for event in events:
+            if isinstance(event, JobChanged) and event.status in (Status.RETRY, Status.FATAL):
+                self._failed_ids[event.job_id] = None
 
-    def conditions(self, now: datetime, known: dict[str, Alert]) -> dict[str, Condition]:
+    async def _find_lost_leases(self) -> None:
+        """Of the jobs that failed since the last look, those whose attempt
+        failed because its lease ran out (fetched in one batch)."""
+        ids, self._failed_ids = list(self._failed_ids), {}
+        for job in await self.store.get_many(ids) if ids else []:
+            if job.status not in (Status.RETRY, Status.FATAL) or not job.attempt_history:
+                continue
+            last = job.attempt_history[-1]
+            if last.status is AttemptStatus.FAILED and last.error == LEASE_EXPIRED_ERROR:
+                condition = _lease_condition(job.job_id, job.tenant_id, last.attempt, last.worker_id)
+                self._lease_expired[job.job_id] = condition
+
+    async def conditions(self, now: datetime, known: dict[str, Alert]) -> dict[str, Condition]:
         """Every alert condition that holds now, by alert id; `known` are the
         stored alerts (an active one carries its condition over a restart)."""
         seen: dict[str, Condition] = {}
         for tenant in self.tenant_names():
-            fatal = self.store.counts(tenant)[Status.FATAL.value]
+            fatal = (await self.store.counts(tenant))[Status.FATAL.value]
             if fatal == 0:
                 self._dlq_since.pop(tenant, None)
             else:
                 seen.update(self._dlq_condition(tenant, fatal, now, known))
-            if self.store.delivery_counts(tenant)[FAILED]:
-                seen.update(self._deliveries_condition(tenant, known))
+            if (await self.store.delivery_counts(tenant))[FAILED]:
+                seen.update(await self._deliveries_condition(tenant, known))
         for alert in known.values():
             if alert.kind == LEASE_EXPIRED and alert.active and alert.subject is not None:
-                job = self.store.get(alert.subject, None)
+                job = await self.store.get(alert.subject, None)
                 if job is not None and not job.terminal:
                     seen[alert.alert_id] = alert.condition()
         for condition in self._lease_expired.values():
@@ -95,12 +105,12 @@ class AlertMonitor:
         condition = dlq_condition(tenant, fatal, since, now, self.dlq_alert_seconds)
         return {} if condition is None else {condition.alert_id: condition}
 
-    def _deliveries_condition(self, tenant: str, known: dict[str, Alert]) -> dict[str, Condition]:
+    async def _deliveries_condition(self, tenant: str, known: dict[str, Alert]) -> dict[str, Condition]:
         alert_id = "deliveries:" + tenant
         raised = known.get(alert_id)
         if raised is not None and raised.active:
             return {alert_id: raised.condition()}  # still failing: no need to find the latest again
-        latest = self.store.latest_failed_delivery(tenant)
+        latest = await self.store.latest_failed_delivery(tenant)
         if latest is None:
             return {}
         last = latest.attempts[-1] if latest.attempts else {}
@@ -116,9 +126,10 @@ class AlertMonitor:
         """One look: the alerts raised or cleared now, durable when this returns
         (raises `StoreUnavailable` with nothing changed)."""
         now = self.clock.now()
+        await self._find_lost_leases()
         lease_seen = dict(self._lease_expired)
-        known = {alert.alert_id: alert for alert in self.store.alerts(None)}
-        changes = reconcile(known, self.conditions(now, known), now)
+        known = {alert.alert_id: alert for alert in await self.store.alerts(None)}
+        changes = reconcile(known, await self.conditions(now, known), now)
         if changes:
             await self.store.save_alerts(changes, self._notifications(changes, now))
             for alert in changes:

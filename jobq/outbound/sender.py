@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -51,12 +53,12 @@ from jobq.outbound.client import (
 from jobq.outbound.signing import WebhookSecretError, sign
 from jobq.rules.delivery_policy import Decision, RetrySchedule, decide
 from jobq.rules.outbox import DELIVERED, PENDING, Delivery
-from jobq.storage.protocol import Store
+from jobq.storage.protocol import DeliveryChanged, Event, OutboxStore
 
 logger = logging.getLogger(__name__)
 
 MAX_IDLE_WAIT_SECONDS = 1.0
-WRITE_FAILED_HOLD_SECONDS = 5.0  # a delivery whose outcome could not be written waits this long
+LEASE_MARGIN_SECONDS = 5.0  # a delivery's lease: the send's timeout, and this
 USER_AGENT = "jobq-webhooks/1"
 TASK = "webhook_sender"  # its name in Health, /readyz and the metrics
 STALL_SECONDS = 30.0  # a round is quick (sends run in their own tasks) and comes at least every second
@@ -80,7 +82,7 @@ class DeliverySender:
 
     def __init__(
         self,
-        store: Store,
+        store: OutboxStore,
         clock: Clock,
         tenant_secrets: SecretsFn,
         *,
@@ -98,18 +100,25 @@ class DeliverySender:
         self.health = health if health is not None else Health(clock.monotonic)
         self._sending: dict[str, asyncio.Task[None]] = {}
         self._lane_busy: Counter[str | None] = Counter()
-        self._held: dict[str, float] = {}  # delivery id -> monotonic time it may be tried again
         self._sessions: dict[bool, aiohttp.ClientSession] = {}
         self._wake = asyncio.Event()
         self._stopping = False
         self._stop_requested = asyncio.Event()  # ends a backoff early; new deliveries do not
-        store.subscribe_deliveries(self._on_change)
+        self.sender_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        store.subscribe(self._on_events)
 
-    def _on_change(self, delivery: Delivery) -> None:
-        # Only when it could start now: with its tenant's share busy (a hanging
+    def _on_events(self, events: Sequence[Event]) -> None:
+        # Only when one could start now: with its tenant's share busy (a hanging
         # receiver), waking the loop for each new delivery would be wasted work.
-        if delivery.status == PENDING and delivery.delivery_id not in self._sending and self._has_room(delivery.lane):
-            self._wake.set()
+        for event in events:
+            if (
+                isinstance(event, DeliveryChanged)
+                and event.status == PENDING
+                and event.delivery_id not in self._sending
+                and self._has_room(event.lane)
+            ):
+                self._wake.set()
+                return
 
     def wake(self) -> None:
         """Look for due deliveries now (tests call this after moving a fake clock)."""
@@ -117,22 +126,24 @@ class DeliverySender:
 
     # ---- modes -------------------------------------------------------------
 
-    def run_once(self) -> int:
-        """Start a send for each due delivery there is room for; returns how many started."""
+    async def run_once(self) -> int:
+        """Lease the due deliveries there is room for and start a send for
+        each; returns how many started. The lease outlives the send's timeout:
+        one whose outcome could not be written (or whose send crashed) stays
+        leased, so it is tried again only when the lease runs out."""
         free = self.limits.concurrency - len(self._sending)
         if self._stopping or free <= 0:
             return 0
-        mono = self.clock.monotonic()
-        for delivery_id, until in list(self._held.items()):
-            if until <= mono:
-                del self._held[delivery_id]
-        busy = self._sending.keys() | self._held.keys()  # being sent, or held after a failed write
-        due = self.store.due_deliveries(self.clock.now(), self._room, busy)
-        started = 0
-        for delivery in _round_robin(due)[:free]:
+        due = await self.store.claim_deliveries(
+            self.sender_id,
+            self.clock.now(),
+            limit=free,
+            per_tenant=self.limits.tenant_concurrency,
+            lease_seconds=self.limits.timeout_seconds + LEASE_MARGIN_SECONDS,
+        )
+        for delivery in due:
             self._start(delivery)
-            started += 1
-        return started
+        return len(due)
 
     def _has_room(self, lane: str | None) -> bool:
         return self._room(lane) > 0 and len(self._sending) < self.limits.concurrency
@@ -145,7 +156,7 @@ class DeliverySender:
     async def run_until_idle(self) -> None:
         """Send until nothing is due or being sent (time does not move)."""
         while True:
-            started = self.run_once()
+            started = await self.run_once()
             if self._sending:
                 await asyncio.wait(list(self._sending.values()), return_when=asyncio.FIRST_COMPLETED)
                 continue
@@ -160,11 +171,11 @@ class DeliverySender:
 
     async def _round(self) -> float:
         """One round of `run`; how long to wait at most before the next."""
-        self.run_once()
-        return self._idle_wait()
+        await self.run_once()
+        return await self._idle_wait()
 
-    def _idle_wait(self) -> float:
-        due = self.store.next_delivery_at()
+    async def _idle_wait(self) -> float:
+        due = await self.store.next_delivery_at()
         now = self.clock.now()
         if due is None or due <= now:
             # Nothing pending, or all that is due waits for a slot: a finished send wakes us.
@@ -216,8 +227,7 @@ class DeliverySender:
         try:
             await self._send_and_record(delivery)
         except Exception:
-            # A bug must not kill the sender; the delivery stays pending and is tried again later.
-            self._held[delivery.delivery_id] = self.clock.monotonic() + WRITE_FAILED_HOLD_SECONDS
+            # A bug must not kill the sender; the delivery stays pending and leased, and is tried again later.
             logger.exception("action=webhook_crashed deliveryId=%s", delivery.delivery_id)
 
     async def _send_and_record(self, delivery: Delivery) -> None:
@@ -281,8 +291,7 @@ class DeliverySender:
         try:
             await self.store.record_delivery_attempt(delivery.delivery_id, attempt, decision, self.clock.now())
         except StoreUnavailable as exc:
-            # Still pending: sent again (same webhook-id) once the disk is back.
-            self._held[delivery.delivery_id] = self.clock.monotonic() + WRITE_FAILED_HOLD_SECONDS
+            # Still pending and leased: sent again (same webhook-id) when the lease runs out.
             logger.error("action=webhook_record_failed deliveryId=%s error=%s", delivery.delivery_id, exc)
             return
         logger.info(
@@ -294,19 +303,3 @@ class DeliverySender:
             attempt["statusCode"],
             decision.status,
         )
-
-
-def _round_robin(due: list[Delivery]) -> list[Delivery]:
-    """`due` reordered to take one of each lane in turn, so the global limit
-    is shared fairly when more is due than there is room for."""
-    lanes: dict[str | None, list[Delivery]] = {}
-    for delivery in due:
-        lanes.setdefault(delivery.lane, []).append(delivery)
-    ordered: list[Delivery] = []
-    queues = list(lanes.values())
-    depth = 0
-    while queues:
-        queues = [q for q in queues if len(q) > depth]
-        ordered.extend(q[depth] for q in queues)
-        depth += 1
-    return ordered

@@ -154,3 +154,19 @@ def redelivered(delivery: Delivery, now: datetime) -> Delivery:
     if delivery.status == PENDING:
         return replace(delivery, next_attempt_at=now)
     return replace(delivery, status=PENDING, next_attempt_at=now, redelivery=True)
+
+
+def round_robin(due: list[Delivery]) -> list[Delivery]:
+    """`due` reordered to take one of each lane in turn, so the global limit
+    is shared fairly when more is due than there is room for."""
+    lanes: dict[str | None, list[Delivery]] = {}
+    for delivery in due:
+        lanes.setdefault(delivery.lane, []).append(delivery)
+    ordered: list[Delivery] = []
+    queues = list(lanes.values())
+    depth = 0
+    while queues:
+        queues = [q for q in queues if len(q) > depth]
+        ordered.extend(q[depth] for q in queues)
+        depth += 1
+    return ordered

@@ -27,6 +27,7 @@ from jobq.core import strict_json
 from jobq.core.errors import BadRequest
 from jobq.core.fsio import PRIVATE_DIR, PRIVATE_FILE, FileSystem, atomic_write
 from jobq.core.timefmt import format_ts, parse_ts
+from jobq.storage.protocol import RunningLimits
 
 logger = logging.getLogger(__name__)
 
@@ -292,6 +293,8 @@ class TenantRegistry:
         self._stamp: tuple[int, int] | None = None
         self._keys: dict[str, Principal] = {}
         self._limits: dict[str, Limits] = {}
+        self._running_limits: RunningLimits | None = None
+        self._running_limits_of: dict[str, Limits] | None = None
         self.doc = TenantsDoc()
         self._load()
 
@@ -354,6 +357,14 @@ class TenantRegistry:
 
     def max_running(self, tenant_id: str) -> int:
         return self.limits(tenant_id).max_running
+
+    def running_limits(self) -> RunningLimits:
+        """Every tenant's `maxRunning`, as the store's claim takes it."""
+        if self._running_limits is None or self._running_limits_of is not self._limits:
+            per_tenant = {tenant: limits.max_running for tenant, limits in self._limits.items()}
+            self._running_limits = RunningLimits(per_tenant, DEFAULT_LIMITS.max_running)
+            self._running_limits_of = self._limits
+        return self._running_limits
 
     def tenant_names(self) -> list[str]:
         return sorted(self._limits)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Coroutine
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -20,8 +19,7 @@ from jobq.core.health import Health
 from jobq.outbound.alert_monitor import TASK as ALERTS_TASK
 from jobq.outbound.alert_monitor import AlertMonitor
 from jobq.outbound.sender import TASK as SENDER_TASK
-from jobq.outbound.sender import DeliverySender, SenderLimits
-from jobq.rules.delivery_policy import RetrySchedule
+from jobq.outbound.sender import DeliverySender
 from jobq.rules.ratelimit import FailureWindow
 from jobq.storage.protocol import Store
 from jobq.tenancy.tenants import TenantRegistry
@@ -40,6 +38,7 @@ from jobq.worker.builtin import default_registry
 from jobq.worker.handlers import Registry
 from jobq.worker.pool import TASK as WORKER_TASK
 from jobq.worker.pool import Worker
+from jobq.worker.process import build_sender, build_worker
 
 logger = logging.getLogger("jobq")
 
@@ -83,17 +82,9 @@ def create_app(
     app.add_routes(views_jobs.routes)
     app.add_routes(views_metrics.routes)
     app.add_routes(openapi.routes)
-    worker = Worker(
-        store,
-        registry,
-        clock,
-        concurrency=settings.worker_concurrency,
-        lease_seconds=settings.lease_seconds,
-        retention_seconds=settings.retention_days * 86400.0,
-        health=services.health,
-    )
+    worker = build_worker(settings, store, registry, clock, tenants, services.health)
     app[WORKER] = worker
-    sender = make_sender(settings, store, clock, tenants, services.health)
+    sender = build_sender(settings, store, clock, tenants, services.health)
     app[SENDER] = sender
     app[ALERTS] = AlertMonitor(
         store,
@@ -153,28 +144,3 @@ def start_background(services: Services, loop_coro: Coroutine[Any, Any, None], n
     task = asyncio.get_running_loop().create_task(loop_coro, name=f"jobq-{name}")
     task.add_done_callback(ended)
     return task
-
-
-def make_sender(
-    settings: Settings, store: Store, clock: Clock, tenants: TenantRegistry, health: Health | None = None
-) -> DeliverySender:
-    """The webhook sender: tenants' secrets from the tenants file, the alert
-    secret from the settings."""
-
-    def tenant_secrets(tenant_id: str, now: datetime) -> list[str]:
-        return tenants.webhook_secrets(tenant_id, now, settings.webhook_rotation_hours)
-
-    return DeliverySender(
-        store,
-        clock,
-        tenant_secrets,
-        schedule=RetrySchedule(settings.webhook_retry_schedule),
-        limits=SenderLimits(
-            timeout_seconds=settings.webhook_timeout_seconds,
-            concurrency=settings.webhook_concurrency,
-            tenant_concurrency=settings.webhook_tenant_concurrency,
-            allow_private=settings.allow_private_urls,
-        ),
-        operator_secret=settings.alert_secret.reveal() if settings.alert_secret else None,
-        health=health,
-    )

@@ -17,6 +17,7 @@ import functools
 import logging
 import os
 import socket
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -25,7 +26,7 @@ from jobq.core.clock import Clock
 from jobq.core.errors import StaleAttempt, StoreUnavailable
 from jobq.core.health import Health, run_rounds
 from jobq.core.models import CLAIMABLE, Failed, Interrupted, Job, Outcome, Status
-from jobq.storage.protocol import Store
+from jobq.storage.protocol import Event, JobChanged, LeaseRef, RunningLimits, WorkerStore
 from jobq.worker.execution import execute
 from jobq.worker.handlers import Context, Registry
 
@@ -60,10 +61,11 @@ class _Running:
 class Worker:
     def __init__(
         self,
-        store: Store,
+        store: WorkerStore,
         registry: Registry,
         clock: Clock,
         *,
+        running_limits: Callable[[], RunningLimits],
         concurrency: int = 5,
         lease_seconds: float = 30.0,
         retention_seconds: float = 7 * 86400.0,
@@ -71,6 +73,7 @@ class Worker:
         health: Health | None = None,
     ) -> None:
         self.store = store
+        self.running_limits = running_limits  # each tenant's maxRunning, as the tenants file says now
         self.registry = registry
         self.clock = clock
         self.concurrency = concurrency
@@ -85,17 +88,20 @@ class Worker:
         self._stop_requested = asyncio.Event()  # ends a backoff early; new work does not
         self._last_maintain = float("-inf")
         self._last_purge = float("-inf")
-        store.subscribe(self._on_change)
+        store.subscribe(self._on_events)
 
     # ---- events ----------------------------------------------------------
 
-    def _on_change(self, job: Job) -> None:
-        if job.status in CLAIMABLE:
-            self._wake.set()
-        elif job.status is Status.CANCELLED:
-            running = self._running.get(job.job_id)
-            if running is not None and running.job.attempts == job.attempts:
-                self._stop(running, "cancelled")
+    def _on_events(self, events: Sequence[Event]) -> None:
+        for event in events:
+            if not isinstance(event, JobChanged):
+                continue
+            if event.status in CLAIMABLE:
+                self._wake.set()
+            elif event.status is Status.CANCELLED:
+                running = self._running.get(event.job_id)
+                if running is not None and running.job.attempts == event.attempt:
+                    self._stop(running, "cancelled")
 
     def wake(self) -> None:
         """Look for work now (tests call this after moving a fake clock)."""
@@ -115,11 +121,11 @@ class Worker:
         for running in list(self._running.values()):
             if mono >= running.deadline:
                 self._stop(running, "timeout")
-        self._heartbeat(mono)
         now = self.clock.now()
         try:
+            await self._heartbeat(mono)
             if mono - self._last_maintain >= MAINTAIN_EVERY_SECONDS:
-                await self.store.maintain(now)
+                await self.store.reap(now)
                 self._last_maintain = mono
             if mono - self._last_purge >= PURGE_EVERY_SECONDS:
                 await self.store.purge(now, self.retention_seconds)
@@ -127,7 +133,9 @@ class Worker:
             free = self.concurrency - self.active
             if self._stopping or free <= 0:
                 return 0
-            claimed = await self.store.claim(now, free, self.worker_id, self.lease_seconds)
+            claimed = await self.store.claim(
+                self.worker_id, free, lease_seconds=self.lease_seconds, limits=self.running_limits(), now=now
+            )
         except StoreUnavailable as exc:
             logger.error("action=claim_failed error=%s", exc)
             return 0
@@ -169,14 +177,14 @@ class Worker:
     async def _round(self) -> float:
         """One round of `run`; how long to wait at most before the next."""
         await self.run_once()
-        return self._idle_wait()
+        return await self._idle_wait()
 
-    def _idle_wait(self) -> float:
+    async def _idle_wait(self) -> float:
         wait = MAX_IDLE_WAIT_SECONDS
         mono = self.clock.monotonic()
         for running in self._running.values():
             wait = min(wait, running.deadline - mono, running.last_beat + self.lease_seconds / 3 - mono)
-        due = self.store.next_wakeup()
+        due = await self.store.next_due()
         if due is not None:
             wait = min(wait, (due - self.clock.now()).total_seconds())
         return max(wait, 0.0)
@@ -206,7 +214,7 @@ class Worker:
 
         async def report(fraction: float, message: str | None) -> None:
             try:
-                await self.store.report_progress(job.job_id, attempt, fraction, message, self.clock.now())
+                await self.store.report_progress(LeaseRef(job.job_id, attempt), fraction, message, self.clock.now())
             except StaleAttempt:
                 log.info("progress from a stale attempt ignored")
 
@@ -258,7 +266,7 @@ class Worker:
         assert task is not None
         self._settling.add(task)
         try:
-            await self.store.finish(job.job_id, job.attempts, outcome, self.clock.now())
+            await self.store.finish(LeaseRef(job.job_id, job.attempts), outcome, self.clock.now())
         except StaleAttempt as exc:
             logger.warning("action=stale_completion jobId=%s attempt=%d detail=%s", job.job_id, job.attempts, exc)
         except StoreUnavailable as exc:
@@ -288,12 +296,20 @@ class Worker:
             return Interrupted()
         return None
 
-    def _heartbeat(self, mono: float) -> None:
-        lease_until = self.clock.now() + timedelta(seconds=self.lease_seconds)
-        for running in self._running.values():
-            if mono - running.last_beat >= self.lease_seconds / 3:
-                try:
-                    self.store.heartbeat(running.job.job_id, running.job.attempts, lease_until)
-                    running.last_beat = mono
-                except StaleAttempt:
-                    self._stop(running, "cancelled")
+    async def _heartbeat(self, mono: float) -> None:
+        """Renew the leases a third of the way through; stop the attempts the
+        store says are no longer ours (lease lost, or cancelled elsewhere)."""
+        due = [r for r in self._running.values() if mono - r.last_beat >= self.lease_seconds / 3]
+        if not due:
+            return
+        now = self.clock.now()
+        leases = [LeaseRef(r.job.job_id, r.job.attempts) for r in due]
+        beat = await self.store.heartbeat(leases, until=now + timedelta(seconds=self.lease_seconds), now=now)
+        for running in due:
+            running.last_beat = mono
+        for lease, reason in [(lease, "lost") for lease in beat.lost] + [
+            (lease, "cancelled") for lease in beat.cancel_requested
+        ]:
+            held = self._running.get(lease.job_id)
+            if held is not None and held.job.attempts == lease.attempt:
+                self._stop(held, reason)

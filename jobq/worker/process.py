@@ -26,12 +26,16 @@ from jobq.worker.pool import Worker
 logger = logging.getLogger("jobq")
 
 
-def build_worker(settings: Settings, store: Store, registry: Registry, clock: Clock, health: Health) -> Worker:
-    """The worker pool the settings describe (`JOBQ_WORKER_CONCURRENCY`, lease, retention)."""
+def build_worker(
+    settings: Settings, store: Store, registry: Registry, clock: Clock, tenants: TenantRegistry, health: Health
+) -> Worker:
+    """The worker pool the settings describe (`JOBQ_WORKER_CONCURRENCY`, lease,
+    retention), claiming within each tenant's `maxRunning` as the tenants registry says."""
     return Worker(
         store,
         registry,
         clock,
+        running_limits=tenants.running_limits,
         concurrency=settings.worker_concurrency,
         lease_seconds=settings.lease_seconds,
         retention_seconds=settings.retention_days * 86400.0,
@@ -79,7 +83,7 @@ async def run_until_stopped(
     as `interrupted`) and close the store. Returns the exit status: 0, or 1
     when a loop ended before it was asked to."""
     health = Health(clock.monotonic)
-    worker = build_worker(settings, store, registry, clock, health)
+    worker = build_worker(settings, store, registry, clock, tenants, health)
     sender = build_sender(settings, store, clock, tenants, health)
     loops = [asyncio.create_task(worker.run(), name="jobq-worker")]
     if settings.webhook_concurrency:

@@ -9,7 +9,8 @@ from typing import Any
 
 from jobq.core.models import Failed, Job, NewJob, Status
 from jobq.storage.jsonfile.lifecycle import MAX_ATTEMPT_HISTORY, MAX_OPERATOR_ACTIONS
-from tests.conftest import Harness, HarnessFactory
+from jobq.storage.protocol import LeaseRef
+from tests.conftest import RUNNING, Harness, HarnessFactory
 
 DEEP = 10_000
 CHUNK = 1000
@@ -29,60 +30,62 @@ async def chain(h: Harness, length: int, *, head: NewJob | None = None, tenant: 
             before = (ids[-1],) if n == len(ids) and ids else ((f"r{n - 1}",) if n > len(ids) else ())
             spec = head if n == 0 and head is not None else NewJob(type="echo", payload={"n": n})
             specs.append(NewJob(spec.type, spec.payload, expires_at=spec.expires_at, depends_on=before, ref=f"r{n}"))
-        result = await h.store.submit(tenant, specs, None, h.clock.now(), max_queued=10 * DEEP)
+        result = await h.store.submit(tenant, specs, None, h.clock.now(), max_queued=10 * DEEP, limits=RUNNING)
         ids.extend(body["jobId"] for body in result.bodies)
     return ids
 
 
 async def fan_out(h: Harness, width: int) -> tuple[str, list[str]]:
     """A head and `width` jobs that each depend on it alone."""
-    [head] = (await h.store.submit("acme", [NewJob("echo", {})], None, h.clock.now(), max_queued=10 * DEEP)).bodies
+    [head] = (
+        await h.store.submit("acme", [NewJob("echo", {})], None, h.clock.now(), max_queued=10 * DEEP, limits=RUNNING)
+    ).bodies
     leaves: list[str] = []
     while len(leaves) < width:
         specs = [NewJob("echo", {"n": n}, depends_on=(head["jobId"],)) for n in range(min(CHUNK, width - len(leaves)))]
-        result = await h.store.submit("acme", specs, None, h.clock.now(), max_queued=10 * DEEP)
+        result = await h.store.submit("acme", specs, None, h.clock.now(), max_queued=10 * DEEP, limits=RUNNING)
         leaves.extend(body["jobId"] for body in result.bodies)
     return head["jobId"], leaves
 
 
-def stored(h: Harness, job_id: str) -> Job:
-    job = h.store.get(job_id, None)
+async def stored(h: Harness, job_id: str) -> Job:
+    job = await h.store.get(job_id, None)
     assert job is not None, job_id
     return job
 
 
-def statuses(h: Harness, ids: list[str]) -> list[Status]:
-    return [stored(h, i).status for i in ids]
+async def statuses(h: Harness, ids: list[str]) -> list[Status]:
+    return [(await stored(h, i)).status for i in ids]
 
 
 async def test_cancelling_the_head_of_a_chain_10000_deep_cancels_it_all(
     jobq: Harness, make_harness: HarnessFactory
 ) -> None:
     ids = await chain(jobq, DEEP)
-    assert statuses(jobq, ids[1:]) == [Status.WAITING] * (DEEP - 1)
+    assert await statuses(jobq, ids[1:]) == [Status.WAITING] * (DEEP - 1)
 
     response = await jobq.client.post(f"/jobs/{ids[0]}/cancel", headers=jobq.headers())
 
     assert response.status == 200, await response.text()
-    assert statuses(jobq, ids) == [Status.CANCELLED] * DEEP
-    last = stored(jobq, ids[-1])
+    assert await statuses(jobq, ids) == [Status.CANCELLED] * DEEP
+    last = await stored(jobq, ids[-1])
     assert last.last_error == f"dependency {ids[-2]} ended cancelled"
     h = await restart(jobq, make_harness)
-    assert statuses(h, ids) == [Status.CANCELLED] * DEEP
+    assert await statuses(h, ids) == [Status.CANCELLED] * DEEP
 
 
 async def test_a_fatal_head_cancels_a_fan_out_10000_wide(jobq: Harness, make_harness: HarnessFactory) -> None:
     head, leaves = await fan_out(jobq, DEEP)
-    claimed = await jobq.store.claim(jobq.clock.now(), 1, "w", 30)
+    claimed = await jobq.store.claim("w", 1, lease_seconds=30, limits=RUNNING, now=jobq.clock.now())
     await claimed.durable
     assert [j.job_id for j in claimed.jobs] == [head]
 
-    await jobq.store.finish(head, 1, Failed("boom", permanent=True), jobq.clock.now())
+    await jobq.store.finish(LeaseRef(head, 1), Failed("boom", permanent=True), jobq.clock.now())
 
-    assert stored(jobq, head).status is Status.FATAL
-    assert statuses(jobq, leaves) == [Status.CANCELLED] * DEEP
+    assert (await stored(jobq, head)).status is Status.FATAL
+    assert await statuses(jobq, leaves) == [Status.CANCELLED] * DEEP
     h = await restart(jobq, make_harness)
-    assert statuses(h, leaves) == [Status.CANCELLED] * DEEP
+    assert await statuses(h, leaves) == [Status.CANCELLED] * DEEP
 
 
 async def test_expiry_of_a_chain_head_cancels_the_whole_chain(jobq: Harness, make_harness: HarnessFactory) -> None:
@@ -90,12 +93,12 @@ async def test_expiry_of_a_chain_head_cancels_the_whole_chain(jobq: Harness, mak
     ids = await chain(jobq, DEEP, head=NewJob("echo", {}, expires_at=expires))
     jobq.clock.advance(61)
 
-    await jobq.store.maintain(jobq.clock.now())
+    await jobq.store.reap(jobq.clock.now())
 
-    assert stored(jobq, ids[0]).last_error == "expired"
-    assert statuses(jobq, ids) == [Status.CANCELLED] * DEEP
+    assert (await stored(jobq, ids[0])).last_error == "expired"
+    assert await statuses(jobq, ids) == [Status.CANCELLED] * DEEP
     h = await restart(jobq, make_harness)
-    assert statuses(h, ids) == [Status.CANCELLED] * DEEP
+    assert await statuses(h, ids) == [Status.CANCELLED] * DEEP
 
 
 async def test_bulk_cancel_of_chain_heads_cancels_every_chain(jobq: Harness) -> None:
@@ -108,19 +111,19 @@ async def test_bulk_cancel_of_chain_heads_cancels_every_chain(jobq: Harness) -> 
     assert response.status == 200, await response.text()
     assert await response.json() == {"matched": 5, "changed": 5}
     for ids in chains:
-        assert statuses(jobq, ids) == [Status.CANCELLED] * 2000
+        assert await statuses(jobq, ids) == [Status.CANCELLED] * 2000
 
 
 async def test_dlq_retry_of_a_fatal_head_after_its_fan_out_was_cancelled(jobq: Harness) -> None:
     head, leaves = await fan_out(jobq, DEEP)
-    await (await jobq.store.claim(jobq.clock.now(), 1, "w", 30)).durable
-    await jobq.store.finish(head, 1, Failed("boom", permanent=True), jobq.clock.now())
+    await (await jobq.store.claim("w", 1, lease_seconds=30, limits=RUNNING, now=jobq.clock.now())).durable
+    await jobq.store.finish(LeaseRef(head, 1), Failed("boom", permanent=True), jobq.clock.now())
 
     response = await jobq.client.post(f"/jobs/{head}/retry", headers=jobq.headers())
 
     assert response.status == 200, await response.text()
-    assert stored(jobq, head).status is Status.QUEUED
-    assert statuses(jobq, leaves) == [Status.CANCELLED] * DEEP
+    assert (await stored(jobq, head)).status is Status.QUEUED
+    assert await statuses(jobq, leaves) == [Status.CANCELLED] * DEEP
 
 
 async def test_a_job_keeps_only_the_newest_operator_actions(jobq: Harness) -> None:
@@ -154,5 +157,5 @@ async def test_a_handler_that_changes_its_job_changes_nothing_stored(
     assert (stored["status"], stored["payload"], stored["priority"]) == ("succeeded", {"n": 1}, 1)
     assert stored["result"] == {"seen": 1}  # each read of the payload is a fresh copy
     h = await restart(jobq, make_harness)
-    assert h.store.get(job["jobId"], "acme") is not None
+    assert await h.store.get(job["jobId"], "acme") is not None
     assert (await h.get(job["jobId"]))["payload"] == {"n": 1}

@@ -109,6 +109,8 @@ class JobIndex:
         self.failed_deliveries: dict[str, None] = {}  # ids of tenants' deliveries that failed for good
         # Deliveries changed by a commit not yet durable, and by how many such commits.
         self.unwritten_deliveries: dict[str, int] = {}
+        # Deliveries being sent: id -> (sender, lease end). In memory only, like job leases.
+        self.delivery_leases: dict[str, tuple[str, datetime]] = {}
         self.alerts: dict[str, Alert] = {}
         self.idem_of_job: dict[str, tuple[str, str]] = {}
         self._seq = itertools.count()

@@ -31,7 +31,7 @@ class OperatorOperations:
 
         async def _commit(self, tx: Transaction) -> list[Job]: ...
         def _get_visible(self, job_id: str, tenant_id: str | None) -> Job: ...
-        def get(self, job_id: str, tenant_id: str | None) -> Job | None: ...
+        def _get(self, job_id: str, tenant_id: str | None) -> Job | None: ...
 
     async def cancel(self, job_id: str, tenant_id: str | None, actor: str, now: datetime) -> Job:
         job = self._get_visible(job_id, tenant_id)
@@ -60,7 +60,7 @@ class OperatorOperations:
         caller may see). Applied in chunks of `BULK_CHUNK` jobs, each atomic."""
         now = to_ms(now)
         if job_ids is not None:
-            targets = [j for j in (self.get(i, query.tenant_id) for i in dict.fromkeys(job_ids)) if j is not None]
+            targets = [j for j in (self._get(i, query.tenant_id) for i in dict.fromkeys(job_ids)) if j is not None]
         else:
             targets = [j for j in self.index.newest_first(query.tenant_id, query.statuses) if matches(j, query)]
         changed = 0

@@ -8,7 +8,7 @@ rest of the store; it raises `StoreUnavailable` with nothing changed."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Container
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -17,7 +17,7 @@ from jobq.core.models import Job, OperatorAction
 from jobq.core.timefmt import to_ms
 from jobq.rules.alerts import Alert
 from jobq.rules.delivery_policy import Decision
-from jobq.rules.outbox import DELIVERY_STATUSES, PENDING, Delivery, attempted, redelivered
+from jobq.rules.outbox import DELIVERY_STATUSES, PENDING, Delivery, attempted, redelivered, round_robin
 from jobq.storage.jsonfile.index import JobIndex
 from jobq.storage.jsonfile.lifecycle import REDELIVER_INTERVAL_SECONDS, redeliver_wait_seconds, with_action
 from jobq.storage.jsonfile.transaction import Transaction, atomic
@@ -34,38 +34,52 @@ class OutboxOperations:
 
     # ---- reads -------------------------------------------------------------
 
-    def deliveries(self, job_id: str, tenant_id: str | None) -> list[Delivery]:
+    async def deliveries(self, job_id: str, tenant_id: str | None) -> list[Delivery]:
         """The job's webhook deliveries, oldest first; `NotFound` like `get`."""
         self._get_visible(job_id, tenant_id)
         return [self.index.deliveries[d] for d in self.index.deliveries_of_job.get(job_id, ())]
 
-    def due_deliveries(
-        self, now: datetime, room: Callable[[str | None], int], skip: Container[str]
+    async def get_deliveries(self, delivery_ids: Sequence[str]) -> list[Delivery]:
+        deliveries = self.index.deliveries
+        return [deliveries[d] for d in delivery_ids if d in deliveries]
+
+    async def claim_deliveries(
+        self, sender_id: str, now: datetime, *, limit: int, per_tenant: int, lease_seconds: float
     ) -> list[Delivery]:
-        """Pending deliveries due by `now`, durable, and not in `skip` (being
-        sent): from each lane (a tenant, or None for alert notifications) at
-        most `room(lane)`, the longest due first within a lane. One whose
-        commit is still being written is left out: that write may yet fail."""
+        """Due deliveries leased to `sender_id` (see the protocol). Leases live
+        in memory, like job leases: after a restart every pending delivery is
+        due again. One whose commit is still being written is left out: that
+        write may yet fail."""
+        leases = self.index.delivery_leases
+        held: Counter[str | None] = Counter()
+        for delivery_id, (holder, until) in list(leases.items()):
+            delivery = self.index.deliveries.get(delivery_id)
+            if until <= now or delivery is None or delivery.status != PENDING:
+                del leases[delivery_id]
+            elif holder == sender_id or delivery.lane is None:  # notifications go one at a time, globally
+                held[delivery.lane] += 1
         due: list[Delivery] = []
         unwritten = self.index.unwritten_deliveries
         for lane in list(self.index.pending_deliveries):
-            wanted = room(lane)
-            if wanted <= 0:
-                continue
+            room = (1 if lane is None else per_tenant) - held[lane]
             for delivery in self.index.due_deliveries(lane, now):
-                if delivery.delivery_id in skip or delivery.delivery_id in unwritten:
+                if room <= 0:
+                    break
+                if delivery.delivery_id in leases or delivery.delivery_id in unwritten:
                     continue
                 due.append(delivery)
-                wanted -= 1
-                if wanted == 0:
-                    break
-        return due
+                room -= 1
+        claimed = round_robin(due)[:limit]
+        until = now + timedelta(seconds=lease_seconds)
+        for delivery in claimed:
+            leases[delivery.delivery_id] = (sender_id, until)
+        return claimed
 
-    def next_delivery_at(self) -> datetime | None:
+    async def next_delivery_at(self) -> datetime | None:
         """When the next pending delivery falls due (None: none is pending)."""
         return self.index.next_delivery_at()
 
-    def delivery_counts(self, tenant_id: str | None) -> dict[str, int]:
+    async def delivery_counts(self, tenant_id: str | None) -> dict[str, int]:
         """Tenants' deliveries by status (alert notifications not counted)."""
         totals: Counter[str] = Counter()
         for tenant, counts in self.index.delivery_counts.items():
@@ -73,7 +87,7 @@ class OutboxOperations:
                 totals.update(counts)
         return {status: totals[status] for status in DELIVERY_STATUSES}
 
-    def latest_failed_delivery(self, tenant_id: str) -> Delivery | None:
+    async def latest_failed_delivery(self, tenant_id: str) -> Delivery | None:
         """The tenant's delivery that most recently failed for good, if any."""
         for delivery_id in reversed(self.index.failed_deliveries):
             delivery = self.index.deliveries[delivery_id]
@@ -81,7 +95,7 @@ class OutboxOperations:
                 return delivery
         return None
 
-    def alerts(self, tenant_id: str | None) -> list[Alert]:
+    async def alerts(self, tenant_id: str | None) -> list[Alert]:
         """The alerts the scope may see, active and recently cleared, oldest raised first."""
         found = [a for a in self.index.alerts.values() if tenant_id is None or a.tenant_id == tenant_id]
         return sorted(found, key=lambda a: (a.raised_at, a.alert_id))
@@ -106,6 +120,7 @@ class OutboxOperations:
             updated = attempted(delivery, attempt, decision.status, next_at)
             tx.put_delivery(updated)
         await self._commit(tx)
+        self.index.delivery_leases.pop(delivery_id, None)
         return updated
 
     # ---- operator actions --------------------------------------------------

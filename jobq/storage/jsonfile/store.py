@@ -11,7 +11,7 @@ write leaves nothing behind: no phantom job, no remembered Idempotency-Key.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -52,11 +52,14 @@ from jobq.storage.jsonfile.operator import OperatorOperations
 from jobq.storage.jsonfile.outbox import OutboxOperations
 from jobq.storage.jsonfile.transaction import Transaction, atomic
 from jobq.storage.protocol import (
+    Beat,
     Claimed,
-    DeliveryListener,
+    EventListener,
     IdemRequest,
-    JobListener,
+    LeaseRef,
     Listeners,
+    Reaped,
+    RunningLimits,
     SubmitResult,
     jobs_as_api,
 )
@@ -75,7 +78,6 @@ class JsonStore(OutboxOperations, OperatorOperations):
         data_dir: Path,
         *,
         retry: RetryPolicy,
-        max_running: Callable[[str], int],
         aging_seconds: float = 300.0,
         worker_slots: int = 0,
         fs: FileSystem | None = None,
@@ -84,7 +86,6 @@ class JsonStore(OutboxOperations, OperatorOperations):
         self.log = DurableLog(data_dir, fs=fs, compact_bytes=compact_bytes)
         self.index = JobIndex(aging_seconds)
         self.policy = retry
-        self.max_running = max_running
         self.worker_slots = worker_slots  # this process's pool, for waitingReason (0: none)
         self._listeners = Listeners()
         self._rr = 0
@@ -159,11 +160,8 @@ class JsonStore(OutboxOperations, OperatorOperations):
     def stats(self) -> dict[str, int]:
         return {"commits": self.log.commits, "fsyncs": self.log.fsyncs}
 
-    def subscribe(self, listener: JobListener) -> None:
-        self._listeners.jobs.append(listener)
-
-    def subscribe_deliveries(self, listener: DeliveryListener) -> None:
-        self._listeners.deliveries.append(listener)
+    def subscribe(self, listener: EventListener) -> None:
+        self._listeners.listeners.append(listener)
 
     async def _commit(self, tx: Transaction) -> list[Job]:
         return await tx.commit(self.log.commit, self._listeners)
@@ -179,6 +177,7 @@ class JsonStore(OutboxOperations, OperatorOperations):
         *,
         max_queued: int,
         max_stored_bytes: int | None = None,
+        limits: RunningLimits,
     ) -> SubmitResult:
         """Store new jobs, durable when this returns. Refuses with `QueueFull`
         beyond `max_queued` unfinished jobs and with `StorageQuotaExceeded`
@@ -203,7 +202,7 @@ class JsonStore(OutboxOperations, OperatorOperations):
         with atomic(self.index) as tx:
             for job in new_jobs:
                 tx.put(job)
-            bodies = jobs_as_api(self, new_jobs, now)
+            bodies = await jobs_as_api(self, new_jobs, now, limits)
             record = None
             if idem is not None:
                 record = IdemRecord(
@@ -238,20 +237,27 @@ class JsonStore(OutboxOperations, OperatorOperations):
                 retry_after=STORAGE_RETRY_AFTER_SECONDS,
             )
 
-    def get(self, job_id: str, tenant_id: str | None) -> Job | None:
+    async def get(self, job_id: str, tenant_id: str | None) -> Job | None:
         """The job, or None when it does not exist or belongs to another tenant."""
+        return self._get(job_id, tenant_id)
+
+    async def get_many(self, job_ids: Sequence[str]) -> list[Job]:
+        jobs = self.index.jobs
+        return [jobs[job_id] for job_id in job_ids if job_id in jobs]
+
+    def _get(self, job_id: str, tenant_id: str | None) -> Job | None:
         job = self.index.jobs.get(job_id)
         if job is None or (tenant_id is not None and job.tenant_id != tenant_id):
             return None
         return job
 
     def _get_visible(self, job_id: str, tenant_id: str | None) -> Job:
-        job = self.get(job_id, tenant_id)
+        job = self._get(job_id, tenant_id)
         if job is None:
             raise NotFound(f"job {job_id} not found")
         return job
 
-    def list_jobs(self, query: ListQuery) -> tuple[list[Job], str | None]:
+    async def list_jobs(self, query: ListQuery) -> tuple[list[Job], str | None]:
         """Newest first; raises `BadRequest` on a cursor jobq did not make."""
         found: list[Job] = []
         after = decode_cursor(query.cursor) if query.cursor else None
@@ -274,7 +280,7 @@ class JsonStore(OutboxOperations, OperatorOperations):
             return found, encode_cursor(found[-1])
         return found, None
 
-    def counts(self, tenant_id: str | None) -> dict[str, int]:
+    async def counts(self, tenant_id: str | None) -> dict[str, int]:
         totals = {status.value: 0 for status in Status}
         for tenant, counts in self.index.counts.items():
             if tenant_id is None or tenant == tenant_id:
@@ -282,7 +288,9 @@ class JsonStore(OutboxOperations, OperatorOperations):
                     totals[status.value] += n
         return totals
 
-    def waiting_reasons(self, jobs: Iterable[Job], now: datetime) -> list[str | None]:
+    async def waiting_reasons(
+        self, jobs: Iterable[Job], now: datetime, limits: RunningLimits
+    ) -> list[str | None]:
         """`waitingReason` of each job (SPEC §2), computed, never stored."""
         self.index.promote_due(now)
         slots_running = sum(len(jobs) for jobs in self.index.running.values())
@@ -292,7 +300,7 @@ class JsonStore(OutboxOperations, OperatorOperations):
                 now,
                 first_unfinished_dependency=_first_unfinished(job, self.index.jobs.get),
                 tenant_running=self.index.running_count(job.tenant_id),
-                tenant_max_running=self.max_running(job.tenant_id),
+                tenant_max_running=limits.of(job.tenant_id),
                 jobs_ahead=self.index.jobs_ahead(job),
                 slots_running=slots_running,
                 worker_slots=self.worker_slots,
@@ -300,13 +308,15 @@ class JsonStore(OutboxOperations, OperatorOperations):
             for job in jobs
         ]
 
-    def next_wakeup(self) -> datetime | None:
+    async def next_due(self) -> datetime | None:
         """When the next scheduled or retrying job becomes due (None: none)."""
         return self.index.next_timer()
 
     # ---- the worker's side ---------------------------------------------
 
-    async def claim(self, now: datetime, limit: int, worker_id: str, lease_seconds: float) -> Claimed:
+    async def claim(
+        self, worker_id: str, limit: int, *, lease_seconds: float, limits: RunningLimits, now: datetime
+    ) -> Claimed:
         """Up to `limit` due jobs, now `running` under a lease: higher priority
         (with aging) first, tenants served round-robin within their maxRunning.
         Returns without waiting for the write (see `Claimed`)."""
@@ -323,7 +333,7 @@ class JsonStore(OutboxOperations, OperatorOperations):
                 for tenant in tenants:
                     if len(claimed) >= limit:
                         break
-                    if self.index.running_count(tenant) >= self.max_running(tenant):
+                    if self.index.running_count(tenant) >= limits.of(tenant):
                         continue
                     job = self.index.pop_ready(tenant)
                     if job is not None:
@@ -338,21 +348,34 @@ class JsonStore(OutboxOperations, OperatorOperations):
             raise StaleAttempt(f"job {job_id} attempt {attempt} no longer holds the lease")
         return job
 
-    def heartbeat(self, job_id: str, attempt: int, lease_until: datetime) -> None:
-        """Renew the lease. In the JSON store leases live in memory only: after a
-        restart every running job is recovered at once, whatever its lease."""
-        self._running_attempt(job_id, attempt).renew_lease(to_ms(lease_until))
+    async def heartbeat(self, leases: Sequence[LeaseRef], *, until: datetime, now: datetime) -> Beat:
+        """Renew the leases still held; report the others. In the JSON store
+        leases live in memory only: after a restart every running job is
+        recovered at once, whatever its lease."""
+        until = to_ms(until)
+        lost: list[LeaseRef] = []
+        cancelled: list[LeaseRef] = []
+        for lease in leases:
+            job = self.index.jobs.get(lease.job_id)
+            if job is not None and job.status is Status.RUNNING and job.attempts == lease.attempt:
+                job.renew_lease(until)
+            elif job is not None and job.status is Status.CANCELLED and job.attempts == lease.attempt:
+                cancelled.append(lease)
+            else:
+                lost.append(lease)
+        return Beat(lost, cancelled)
 
     async def report_progress(
-        self, job_id: str, attempt: int, fraction: float, message: str | None, now: datetime
+        self, lease: LeaseRef, fraction: float, message: str | None, now: datetime
     ) -> None:
-        job = self._running_attempt(job_id, attempt)
+        job = self._running_attempt(lease.job_id, lease.attempt)
         with atomic(self.index) as tx:
             tx.put(job.evolve(progress=fraction, progress_message=message, updated_at=to_ms(now)))
         await self._commit(tx)
 
-    async def finish(self, job_id: str, attempt: int, outcome: Outcome, now: datetime) -> Job:
+    async def finish(self, lease: LeaseRef, outcome: Outcome, now: datetime) -> Job:
         """Settle a running attempt; raises `StaleAttempt` if it lost its lease."""
+        job_id, attempt = lease.job_id, lease.attempt
         job = self._running_attempt(job_id, attempt)
         with atomic(self.index) as tx:
             settled = settle(tx, job, outcome, to_ms(now), self.policy)
@@ -366,19 +389,24 @@ class JsonStore(OutboxOperations, OperatorOperations):
         )
         return settled
 
-    async def maintain(self, now: datetime) -> None:
+    async def reap(self, now: datetime) -> Reaped:
         """Cancel jobs that expired before starting; fail attempts whose lease ran out."""
         now = to_ms(now)
+        expired: list[str] = []
+        lost: list[LeaseRef] = []
         with atomic(self.index) as tx:
             for job in list(self.index.pop_expired(now)):
                 latest = tx.latest(job.job_id)
                 if latest is not None and not latest.terminal and latest.attempts == 0:
                     cancel(tx, latest, "expired", now)
+                    expired.append(job.job_id)
             for job in list(self.index.running_jobs()):
                 if job.lease_expires_at is not None and job.lease_expires_at < now:
                     logger.warning("action=lease_expired jobId=%s attempt=%d", job.job_id, job.attempts)
                     settle(tx, job, Failed(LEASE_EXPIRED_ERROR), now, self.policy)
+                    lost.append(LeaseRef(job.job_id, job.attempts))
         await self._commit(tx)
+        return Reaped(expired, lost)
 
     async def purge(self, now: datetime, retention_seconds: float) -> int:
         """Remove terminal jobs that finished before `now - retention_seconds`,

@@ -21,7 +21,7 @@ from jobq.core.models import Job
 from jobq.rules.alerts import Alert
 from jobq.rules.outbox import Delivery
 from jobq.storage.jsonfile.index import IdemRecord, JobIndex, idem_storage_key
-from jobq.storage.protocol import Listeners
+from jobq.storage.protocol import DeliveryChanged, Event, JobChanged, Listeners
 
 logger = logging.getLogger(__name__)
 
@@ -188,10 +188,20 @@ class Transaction:
         return changed
 
     def _publish(self, changed: list[Job], listeners: Listeners) -> None:
-        for job in changed:
-            _tell(listeners.jobs, job, job.job_id)
-        for delivery in self._deliveries.values():
-            _tell(listeners.deliveries, delivery, delivery.delivery_id)
+        events: list[Event] = [
+            JobChanged(j.job_id, j.tenant_id, j.status, j.attempts, j.terminal and j.finished_at == j.updated_at, j)
+            for j in changed
+        ]
+        events.extend(
+            DeliveryChanged(d.delivery_id, d.job_id, d.tenant_id, d.status, d.lane, d)
+            for d in self._deliveries.values()
+        )
+        for listener in listeners.listeners:
+            try:
+                listener(events)
+            except Exception:
+                # A broken listener must not turn a durable change into an error.
+                logger.exception("action=listener_failed events=%d", len(events))
 
 
 @contextlib.contextmanager
@@ -217,12 +227,3 @@ def _as_store_error(exc: BaseException) -> BaseException:
     if isinstance(exc, JobqError) or not isinstance(exc, Exception):
         return exc
     return StoreUnavailable("jobq could not apply this change; nothing was changed", retry_after=5)
-
-
-def _tell(listeners: list[Callable[[Any], None]], item: object, item_id: str) -> None:
-    for listener in listeners:
-        try:
-            listener(item)
-        except Exception:
-            # A broken listener must not turn a durable change into an error.
-            logger.exception("action=listener_failed id=%s", item_id)

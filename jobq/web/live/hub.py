@@ -50,16 +50,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from jobq.core.clock import Clock
-from jobq.core.models import TERMINAL, Job
+from jobq.core.models import Job
 from jobq.rules.outbox import Delivery
-from jobq.storage.protocol import Store
+from jobq.storage.protocol import DeliveryChanged, Event, JobChanged, JobReads, RunningLimits
 from jobq.tenancy.tenants import Principal
 from jobq.web.live.client import BEHIND, LIVE, Access, LiveClient, Scope, Socket
 from jobq.web.live.messages import LiveMessages
@@ -83,9 +83,10 @@ AUTH_CLOSE = 4401  # "unauthorized": the key was removed or the session ended
 class LiveHub:
     def __init__(
         self,
-        store: Store,
+        store: JobReads,
         clock: Clock,
         *,
+        running_limits: Callable[[], RunningLimits] = lambda: RunningLimits({}, 4),
         queue_size: int = QUEUE_SIZE,
         send_budget: float = SEND_BUDGET,
         snapshot_jobs: int = SNAPSHOT_JOBS,
@@ -113,7 +114,15 @@ class LiveHub:
         self._live: dict[Scope, set[LiveClient]] = {}
         self._behind: set[LiveClient] = set()
         self._ticks = 0
-        self.messages = LiveMessages(store, clock, snapshot_jobs=snapshot_jobs, max_pending_bytes=max_pending_bytes)
+        self.messages = LiveMessages(
+            store, clock, running_limits, snapshot_jobs=snapshot_jobs, max_pending_bytes=max_pending_bytes
+        )
+        # Changes waiting for `flush`, in order: each version the store handed
+        # over with its event, or the id to fetch (a backend in another process
+        # sends ids; a job that changed twice before the fetch is sent once).
+        self._pending_jobs: list[Job | str] = []
+        self._pending_deliveries: list[Delivery | str] = []
+        self._flushing: asyncio.Task[None] | None = None
         self.finished = self.messages.finished
 
     @property
@@ -195,6 +204,8 @@ class LiveHub:
         """Close every socket with 1001 (going away) and refuse new viewers:
         the application's `on_shutdown`, so the server need not wait for them."""
         self.closed = True
+        if self._flushing is not None:
+            self._flushing.cancel()
         await asyncio.gather(
             *(self._close(c, WSCloseCode.GOING_AWAY, b"jobq is shutting down") for c in list(self._clients)),
             *list(self._closing),
@@ -274,20 +285,54 @@ class LiveHub:
         if client.resyncs == 1:
             logger.info("action=ws_behind tenantId=%s viewer=%s", client.tenant_id, client.label)
 
-    # ---- publishing: synchronous, never awaits ---------------------------
+    # ---- publishing ------------------------------------------------------
 
-    def publish_job(self, job: Job) -> None:
-        """A store listener: called with each changed job once it is durable.
-        Renders it once and queues it for every live client allowed to see it."""
-        if job.status in TERMINAL and job.finished_at == job.updated_at:
-            # Entered a terminal state in this change (not a later touch of a finished job).
-            self.finished.record(job.tenant_id, int(self.clock.monotonic()))
-        self._to_viewers_of(job.tenant_id, lambda: self.messages.job(job))
+    def on_events(self, events: Sequence[Event]) -> None:
+        """The store listener: notes what changed (counting jobs that ended),
+        and fetches it in one batch soon after (`flush`) if anyone watches."""
+        watched = bool(self._live)
+        for event in events:
+            if isinstance(event, JobChanged):
+                if event.ended:
+                    self.finished.record(event.tenant_id, int(self.clock.monotonic()))
+                if watched:
+                    self._pending_jobs.append(event.version or event.job_id)
+            elif watched and isinstance(event, DeliveryChanged) and event.lane is not None:
+                self._pending_deliveries.append(event.version or event.delivery_id)
+        if (self._pending_jobs or self._pending_deliveries) and self._flushing is None and not self.closed:
+            self._flushing = asyncio.get_running_loop().create_task(self._flush_soon(), name="jobq-live-flush")
+
+    async def _flush_soon(self) -> None:
+        try:
+            while self._pending_jobs or self._pending_deliveries:
+                await self.flush()
+        except Exception:
+            logger.exception("action=ws_flush_failed")
+        finally:
+            self._flushing = None
+
+    async def flush(self) -> None:
+        """Fetch the jobs and deliveries that changed (as they are now) and
+        queue them for the clients allowed to see them."""
+        pending_jobs, self._pending_jobs = self._pending_jobs, []
+        pending_deliveries, self._pending_deliveries = self._pending_deliveries, []
+        if pending_jobs:
+            jobs = await _resolve(pending_jobs, self.store.get_many)
+            for job, rendered in zip(jobs, await self.messages.render(jobs), strict=True):
+                self.publish_job(job, rendered)
+        if pending_deliveries:
+            for delivery in await _resolve(pending_deliveries, self.store.get_deliveries):
+                self.publish_delivery(delivery)
+
+    def publish_job(self, job: Job, rendered: dict[str, Any]) -> None:
+        """Queue a job (`rendered` as the API shows it) for every live client
+        allowed to see it. Synchronous: it never awaits a socket."""
+        self._to_viewers_of(job.tenant_id, lambda: self.messages.job(rendered))
 
     def publish_delivery(self, delivery: Delivery) -> None:
-        """A store listener: a webhook delivery changed (made, attempted,
-        redelivered), once durable. Queued like a job change for the clients
-        of its tenant and for admins; alert notifications are not sent."""
+        """Queue a changed webhook delivery (made, attempted, redelivered) like
+        a job change, for the clients of its tenant and for admins; alert
+        notifications are not sent."""
         if not delivery.for_operator:
             self._to_viewers_of(delivery.tenant_id, lambda: {"type": "delivery", "delivery": delivery.to_api()})
 
@@ -303,7 +348,7 @@ class LiveHub:
             if clients:
                 self._offer(list(clients), data)
 
-    def tick(self) -> None:
+    async def tick(self) -> None:
         """Send a fresh snapshot instead of a backlog: a live client with more
         queued than it may send in `TICK_SECONDS` falls behind, and every
         client behind gets a snapshot (built once per scope); then a metrics
@@ -330,7 +375,7 @@ class LiveHub:
                 continue
             data = snapshots.get(client.tenant_id)
             if data is None:
-                data = snapshots[client.tenant_id] = self.messages.encoded_snapshot(client.tenant_id)
+                data = snapshots[client.tenant_id] = await self.messages.encoded_snapshot(client.tenant_id)
             if buffered and client.queued_bytes + buffered + len(data) > self.max_pending_bytes:
                 self._still_stuck(client)
                 continue
@@ -341,7 +386,7 @@ class LiveHub:
             self._go_live(client)
         now_second = int(self.clock.monotonic())
         for scope, clients in list(self._live.items()):
-            self._offer(list(clients), orjson.dumps(self.messages.metrics(scope, now_second)))
+            self._offer(list(clients), orjson.dumps(await self.messages.metrics(scope, now_second)))
 
     def _still_stuck(self, client: LiveClient) -> None:
         if client.stuck_since is None:
@@ -381,7 +426,7 @@ class LiveHub:
         while True:
             await asyncio.sleep(TICK_SECONDS)
             try:
-                self.tick()
+                await self.tick()
             except Exception:
                 logger.exception("action=ws_tick_failed")
 
@@ -419,7 +464,7 @@ class LiveHub:
                     tokens, refilled = 1.0, loop.time()
                 tokens -= 1.0
                 if item is None:
-                    item = self.messages.encoded_snapshot(client.tenant_id)
+                    item = await self.messages.encoded_snapshot(client.tenant_id)
                     self._go_live(client)  # changes from now on are queued after the snapshot
                 else:
                     client.queued_bytes -= len(item)  # written at once, into the transport's buffer
@@ -431,6 +476,28 @@ class LiveHub:
         except Exception:
             logger.exception("action=ws_sender_crashed tenantId=%s viewer=%s", client.tenant_id, client.label)
             await client.socket.close(code=WSCloseCode.INTERNAL_ERROR, message=b"live updates failed")
+
+
+T = TypeVar("T", Job, Delivery)
+
+
+async def _resolve(
+    pending: list[T | str], fetch: Callable[[Sequence[str]], Awaitable[list[T]]]
+) -> list[T]:
+    """The versions in `pending`, in order, with the ids among them fetched in one batch."""
+    ids = list(dict.fromkeys(item for item in pending if isinstance(item, str)))
+    fetched = {_id_of(item): item for item in await fetch(ids)} if ids else {}
+    resolved: list[T] = []
+    for item in pending:
+        if not isinstance(item, str):
+            resolved.append(item)
+        elif item in fetched:
+            resolved.append(fetched.pop(item))  # once: it is sent as it is now
+    return resolved
+
+
+def _id_of(item: Job | Delivery) -> str:
+    return item.job_id if isinstance(item, Job) else item.delivery_id
 
 
 HUB = web.AppKey("jobq.hub", LiveHub)

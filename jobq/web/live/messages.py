@@ -13,6 +13,7 @@ Messages (JSON text frames):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -21,33 +22,44 @@ from jobq.core.clock import Clock
 from jobq.core.models import Job, ListQuery, Status
 from jobq.core.timefmt import format_ts
 from jobq.rules.throughput import FinishedCounter
-from jobq.storage.protocol import Store, jobs_as_api
+from jobq.storage.protocol import JobReads, RunningLimits, jobs_as_api
 from jobq.web.live.client import Scope
 
 
 class LiveMessages:
-    def __init__(self, store: Store, clock: Clock, *, snapshot_jobs: int, max_pending_bytes: int) -> None:
+    def __init__(
+        self,
+        store: JobReads,
+        clock: Clock,
+        running_limits: Callable[[], RunningLimits],
+        *,
+        snapshot_jobs: int,
+        max_pending_bytes: int,
+    ) -> None:
         self.store = store
         self.clock = clock
+        self.running_limits = running_limits
         self.snapshot_jobs = snapshot_jobs
         self.max_pending_bytes = max_pending_bytes
         self.finished = FinishedCounter(int(clock.monotonic()))
 
-    def _render(self, jobs: list[Job]) -> list[dict[str, Any]]:
-        return jobs_as_api(self.store, jobs, self.clock.now())
+    async def render(self, jobs: list[Job]) -> list[dict[str, Any]]:
+        """The jobs as the API shows them (one batch of waiting reasons)."""
+        return await jobs_as_api(self.store, jobs, self.clock.now(), self.running_limits())
 
-    def job(self, job: Job) -> dict[str, Any]:
-        return {"type": "job", "job": self._render([job])[0]}
+    @staticmethod
+    def job(rendered: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "job", "job": rendered}
 
-    def snapshot(self, tenant_id: Scope) -> dict[str, Any]:
+    async def snapshot(self, tenant_id: Scope) -> dict[str, Any]:
         """Counts by status and the newest `snapshot_jobs` jobs of the scope."""
-        jobs, _ = self.store.list_jobs(ListQuery(tenant_id, limit=self.snapshot_jobs))
-        return {"type": "snapshot", "counts": self.store.counts(tenant_id), "jobs": self._render(jobs)}
+        jobs, _ = await self.store.list_jobs(ListQuery(tenant_id, limit=self.snapshot_jobs))
+        return {"type": "snapshot", "counts": await self.store.counts(tenant_id), "jobs": await self.render(jobs)}
 
-    def encoded_snapshot(self, tenant_id: Scope) -> bytes:
+    async def encoded_snapshot(self, tenant_id: Scope) -> bytes:
         """`snapshot()` as sent: its jobs cut to the newest that fit in half
         of `max_pending_bytes`, so that a snapshot always fits a client's bound."""
-        snapshot = self.snapshot(tenant_id)
+        snapshot = await self.snapshot(tenant_id)
         budget = self.max_pending_bytes // 2
         jobs = []
         for job in snapshot["jobs"]:
@@ -58,11 +70,11 @@ class LiveMessages:
             jobs.append(encoded)
         return b'{"type":"snapshot","counts":%b,"jobs":[%b]}' % (orjson.dumps(snapshot["counts"]), b",".join(jobs))
 
-    def metrics(self, tenant_id: Scope, now_second: int) -> dict[str, Any]:
+    async def metrics(self, tenant_id: Scope, now_second: int) -> dict[str, Any]:
         """Counts by status, queue depth (queued + retry) and jobs finished
         (entered succeeded, fatal or cancelled) over the last minute, as seen
         by this hub since it started."""
-        counts = self.store.counts(tenant_id)
+        counts = await self.store.counts(tenant_id)
         series = self.finished.by_second(tenant_id, now_second)
         return {
             "type": "metrics",
@@ -72,6 +84,6 @@ class LiveMessages:
             "finishedLastMinute": sum(series),
             "finishedPerSecond": round(self.finished.per_second(series, now_second), 3),
             "finishedBySecond": series,
-            "deliveries": self.store.delivery_counts(tenant_id),
-            "alerts": [alert.to_api() for alert in self.store.alerts(tenant_id) if alert.active],
+            "deliveries": await self.store.delivery_counts(tenant_id),
+            "alerts": [alert.to_api() for alert in await self.store.alerts(tenant_id) if alert.active],
         }

@@ -47,7 +47,7 @@ async def job_page(request: web.Request) -> web.Response:
     (problem+json) when it is missing or another tenant's."""
     services = services_of(request)
     job_id = request.match_info["job_id"]
-    if services.store.get(job_id, principal_of(request).tenant_id) is None:
+    if await services.store.get(job_id, principal_of(request).tenant_id) is None:
         raise NotFound(f"job {job_id} not found")
     return render_page(request, "job.html", {**_viewer(request), "page": "job", "job_id": job_id})
 

@@ -105,12 +105,13 @@ async def off_loop(request: web.Request, work: Callable[..., T], *args: Any) -> 
         return await asyncio.to_thread(work, *args)
 
 
-def render_jobs(services: Services, jobs: list[Job], *, with_history: bool = False) -> list[dict[str, Any]]:
-    return jobs_as_api(services.store, jobs, services.clock.now(), with_history=with_history)
+async def render_jobs(services: Services, jobs: list[Job], *, with_history: bool = False) -> list[dict[str, Any]]:
+    limits = services.tenants.running_limits()
+    return await jobs_as_api(services.store, jobs, services.clock.now(), limits, with_history=with_history)
 
 
-def render_job(services: Services, job: Job) -> dict[str, Any]:
-    return render_jobs(services, [job], with_history=True)[0]
+async def render_job(services: Services, job: Job) -> dict[str, Any]:
+    return (await render_jobs(services, [job], with_history=True))[0]
 
 
 # ---- submit -------------------------------------------------------------
@@ -155,7 +156,13 @@ async def _submit(request: web.Request, parse: Any) -> tuple[SubmitResult, dict[
         )
     try:
         result = await services.store.submit(
-            tenant_id, specs, idem, now, max_queued=limits.max_queued, max_stored_bytes=limits.max_stored_bytes
+            tenant_id,
+            specs,
+            idem,
+            now,
+            max_queued=limits.max_queued,
+            max_stored_bytes=limits.max_stored_bytes,
+            limits=services.tenants.running_limits(),
         )
     except Exception:
         bucket.give_back(len(specs))
@@ -182,16 +189,16 @@ async def submit_batch(request: web.Request) -> web.Response:
 # ---- read ---------------------------------------------------------------
 
 
-def _list(request: web.Request, query: ListQuery) -> web.Response:
+async def _list(request: web.Request, query: ListQuery) -> web.Response:
     services = services_of(request)
-    jobs, cursor = services.store.list_jobs(query)
-    return json_response({"jobs": render_jobs(services, jobs), "nextCursor": cursor})
+    jobs, cursor = await services.store.list_jobs(query)
+    return json_response({"jobs": await render_jobs(services, jobs), "nextCursor": cursor})
 
 
 @routes.get("/jobs")
 async def list_jobs(request: web.Request) -> web.Response:
     principal = principal_of(request)
-    return _list(request, parse_list_query(request.query, principal.tenant_id, is_admin=principal.is_admin))
+    return await _list(request, parse_list_query(request.query, principal.tenant_id, is_admin=principal.is_admin))
 
 
 @routes.get("/dlq")
@@ -201,18 +208,18 @@ async def dlq(request: web.Request) -> web.Response:
     if "status" in params:
         raise BadRequest("the DLQ holds fatal jobs only; use GET /jobs to filter by status")
     params["status"] = Status.FATAL.value
-    return _list(request, parse_list_query(params, principal.tenant_id, is_admin=principal.is_admin))
+    return await _list(request, parse_list_query(params, principal.tenant_id, is_admin=principal.is_admin))
 
 
 @routes.get("/jobs/{job_id}")
 async def get_job(request: web.Request) -> web.Response:
     services = services_of(request)
     job_id = request.match_info["job_id"]
-    job = services.store.get(job_id, principal_of(request).tenant_id)
+    job = await services.store.get(job_id, principal_of(request).tenant_id)
     if job is None:
         # The same 404 whether the job is missing or another tenant's.
         raise NotFound(f"job {job_id} not found")
-    return json_response(render_job(services, job))
+    return json_response(await render_job(services, job))
 
 
 # ---- operator actions ---------------------------------------------------
@@ -222,7 +229,7 @@ async def get_job(request: web.Request) -> web.Response:
 async def job_deliveries(request: web.Request) -> web.Response:
     """The job's webhook deliveries and their attempts (SPEC §9)."""
     services = services_of(request)
-    deliveries = services.store.deliveries(request.match_info["job_id"], principal_of(request).tenant_id)
+    deliveries = await services.store.deliveries(request.match_info["job_id"], principal_of(request).tenant_id)
     return json_response({"deliveries": [d.to_api() for d in deliveries]})
 
 
@@ -254,7 +261,7 @@ async def _operator_action(request: web.Request, action: str) -> web.Response:
     principal = require_writer(request)
     operation = services.store.cancel if action == "cancel" else services.store.retry
     job = await operation(request.match_info["job_id"], principal.tenant_id, principal.actor, services.clock.now())
-    return json_response(render_job(services, job))
+    return json_response(await render_job(services, job))
 
 
 @routes.post("/jobs/{job_id}/cancel")

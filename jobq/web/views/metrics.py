@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -44,7 +45,7 @@ def _scope(request: web.Request) -> str | None:
 async def metrics(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     scope = _scope(request)
-    document = hub.messages.metrics(scope, int(hub.clock.monotonic()))
+    document = await hub.messages.metrics(scope, int(hub.clock.monotonic()))
     del document["type"]
     document["dlq"] = document["counts"][Status.FATAL.value]
     if scope is None:
@@ -52,17 +53,39 @@ async def metrics(request: web.Request) -> web.Response:
     return json_response(document)
 
 
-class _JobqCollector(Collector):
-    """Gauges and counters read from the store and the hub when scraped."""
+@dataclass(frozen=True, slots=True)
+class _TenantFigures:
+    counts: dict[str, int]
+    deliveries: dict[str, int]
+    alerts: Counter[str]
 
-    def __init__(self, request: web.Request, scope: str | None) -> None:
+
+async def _tenant_figures(request: web.Request, scope: str | None) -> dict[str, _TenantFigures]:
+    """What the store says of each tenant in scope, read before the
+    (synchronous) collector runs."""
+    services = services_of(request)
+    store = services.store
+    tenants = [scope] if scope is not None else services.tenants.tenant_names()
+    return {
+        tenant: _TenantFigures(
+            await store.counts(tenant),
+            await store.delivery_counts(tenant),
+            Counter(a.kind for a in await store.alerts(tenant) if a.active),
+        )
+        for tenant in tenants
+    }
+
+
+class _JobqCollector(Collector):
+    """Gauges and counters from the store's figures and the hub."""
+
+    def __init__(self, request: web.Request, scope: str | None, figures: dict[str, _TenantFigures]) -> None:
         self.request = request
         self.scope = scope
+        self.figures = figures
 
     def collect(self) -> Iterator[Metric]:
-        services = services_of(self.request)
         hub = self.request.app[HUB]
-        tenants = [self.scope] if self.scope is not None else services.tenants.tenant_names()
         jobs = GaugeMetricFamily("jobq_jobs", "Jobs retained, by tenant and status", labels=["tenant", "status"])
         finished = GaugeMetricFamily(
             "jobq_jobs_finished_last_minute", "Jobs that ended in the last minute", labels=["tenant"]
@@ -72,15 +95,14 @@ class _JobqCollector(Collector):
         )
         alerts = GaugeMetricFamily("jobq_alerts_active", "Alerts raised and not cleared", labels=["tenant", "kind"])
         now_second = int(hub.clock.monotonic())
-        for tenant in tenants:
-            for status, count in services.store.counts(tenant).items():
+        for tenant, figures in self.figures.items():
+            for status, count in figures.counts.items():
                 jobs.add_metric([tenant, status], count)
             finished.add_metric([tenant], sum(hub.finished.by_second(tenant, now_second)))
-            for status, count in services.store.delivery_counts(tenant).items():
+            for status, count in figures.deliveries.items():
                 deliveries.add_metric([tenant, status], count)
-            active = Counter(a.kind for a in services.store.alerts(tenant) if a.active)
             for kind in ALERT_KINDS:
-                alerts.add_metric([tenant, kind], active[kind])
+                alerts.add_metric([tenant, kind], figures.alerts[kind])
         yield jobs
         yield finished
         yield deliveries
@@ -111,6 +133,7 @@ def _process_metrics(request: web.Request) -> Iterator[Metric]:
 @routes.get("/metrics/prometheus")
 async def prometheus(request: web.Request) -> web.Response:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_JobqCollector(request, _scope(request)))
+    scope = _scope(request)
+    registry.register(_JobqCollector(request, scope, await _tenant_figures(request, scope)))
     body: Any = generate_latest(registry)
     return web.Response(body=body, headers={"Content-Type": PROMETHEUS_TYPE})

@@ -152,6 +152,7 @@ def setup_live(app: web.Application, store: Store, clock: Clock) -> LiveHub:
     hub = LiveHub(
         store,
         clock,
+        running_limits=services.tenants.running_limits,
         max_per_tenant=settings.ws_max_per_tenant,
         max_total=settings.ws_max_total,
         max_pending_bytes=settings.ws_max_pending_bytes,
@@ -161,8 +162,7 @@ def setup_live(app: web.Application, store: Store, clock: Clock) -> LiveHub:
     )
     app[HUB] = hub
     app.add_routes(routes)
-    store.subscribe(hub.publish_job)
-    store.subscribe_deliveries(hub.publish_delivery)
+    store.subscribe(hub.on_events)
 
     async def run_ticks(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.get_running_loop().create_task(hub.run(), name="jobq-live-metrics")
