@@ -6,10 +6,12 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -21,8 +23,9 @@ if str(ROOT) not in sys.path:
 from jobq.core.clock import FakeClock  # noqa: E402
 from jobq.core.config import Settings  # noqa: E402
 from jobq.core.fsio import FileSystem  # noqa: E402
+from jobq.core.models import Job, NewJob  # noqa: E402
 from jobq.storage.jsonfile.store import JsonStore  # noqa: E402
-from jobq.storage.protocol import RunningLimits  # noqa: E402
+from jobq.storage.protocol import IdemRequest, RunningLimits, Store, SubmitResult  # noqa: E402
 from jobq.tenancy.tenants import TenantRegistry, TenantsDoc  # noqa: E402
 from jobq.web.factory import WORKER, create_app  # noqa: E402
 from jobq.worker.builtin import register_builtins  # noqa: E402
@@ -53,6 +56,25 @@ def write_tenants(path: Path) -> Keys:
 
 # maxRunning as the default tenant limits give it, for tests that call the store directly.
 RUNNING = RunningLimits({}, 4)
+
+
+def ANSWER(jobs: list[Job], reasons: list[str | None]) -> bytes:  # noqa: N802 (a constant, like RUNNING)
+    """The answer codec of tests that submit to the store directly: the jobs as the API shows them."""
+    return orjson.dumps([job.to_api(reason) for job, reason in zip(jobs, reasons, strict=True)])
+
+
+async def store_submit(
+    store: Store,
+    tenant_id: str,
+    specs: list[NewJob],
+    now: datetime,
+    *,
+    max_queued: int = 1_000_000,
+    idem: IdemRequest | None = None,
+    limits: RunningLimits = RUNNING,
+) -> SubmitResult:
+    """Submit straight to the store, as the API would with these limits."""
+    return await store.submit(tenant_id, specs, idem, now, max_queued=max_queued, limits=limits, encode=ANSWER)
 
 
 @pytest.fixture

@@ -133,10 +133,16 @@ class Claimed:
     durable: asyncio.Future[Any]
 
 
+# Renders the answer to a submit from the new jobs and their waiting reasons:
+# the web layer's codec. The store keeps the bytes with the Idempotency-Key
+# and a replay sends them as they were, without the store knowing their shape.
+AnswerCodec = Callable[[list[Job], list[str | None]], bytes]
+
+
 @dataclass(frozen=True, slots=True)
 class SubmitResult:
-    status_code: int
-    bodies: list[dict[str, Any]]
+    job_ids: list[str]  # the jobs the answer is about (the first request's, on a replay)
+    answer: bytes  # the body to send: made by the codec now, or remembered
     replayed: bool
 
 
@@ -178,6 +184,7 @@ class JobWrites(Protocol):
         max_queued: int,
         max_stored_bytes: int | None = None,
         limits: RunningLimits,
+        encode: AnswerCodec,
     ) -> SubmitResult: ...
     async def cancel(self, job_id: str, tenant_id: str | None, actor: str, now: datetime) -> Job: ...
     async def retry(self, job_id: str, tenant_id: str | None, actor: str, now: datetime) -> Job: ...

@@ -10,7 +10,7 @@ from typing import Any
 from jobq.core.models import Failed, Job, NewJob, Status
 from jobq.storage.jsonfile.lifecycle import MAX_ATTEMPT_HISTORY, MAX_OPERATOR_ACTIONS
 from jobq.storage.protocol import LeaseRef
-from tests.conftest import RUNNING, Harness, HarnessFactory
+from tests.conftest import RUNNING, Harness, HarnessFactory, store_submit
 
 DEEP = 10_000
 CHUNK = 1000
@@ -30,22 +30,20 @@ async def chain(h: Harness, length: int, *, head: NewJob | None = None, tenant: 
             before = (ids[-1],) if n == len(ids) and ids else ((f"r{n - 1}",) if n > len(ids) else ())
             spec = head if n == 0 and head is not None else NewJob(type="echo", payload={"n": n})
             specs.append(NewJob(spec.type, spec.payload, expires_at=spec.expires_at, depends_on=before, ref=f"r{n}"))
-        result = await h.store.submit(tenant, specs, None, h.clock.now(), max_queued=10 * DEEP, limits=RUNNING)
-        ids.extend(body["jobId"] for body in result.bodies)
+        result = await store_submit(h.store, tenant, specs, h.clock.now(), max_queued=10 * DEEP)
+        ids.extend(result.job_ids)
     return ids
 
 
 async def fan_out(h: Harness, width: int) -> tuple[str, list[str]]:
     """A head and `width` jobs that each depend on it alone."""
-    [head] = (
-        await h.store.submit("acme", [NewJob("echo", {})], None, h.clock.now(), max_queued=10 * DEEP, limits=RUNNING)
-    ).bodies
+    [head] = (await store_submit(h.store, "acme", [NewJob("echo", {})], h.clock.now(), max_queued=10 * DEEP)).job_ids
     leaves: list[str] = []
     while len(leaves) < width:
-        specs = [NewJob("echo", {"n": n}, depends_on=(head["jobId"],)) for n in range(min(CHUNK, width - len(leaves)))]
-        result = await h.store.submit("acme", specs, None, h.clock.now(), max_queued=10 * DEEP, limits=RUNNING)
-        leaves.extend(body["jobId"] for body in result.bodies)
-    return head["jobId"], leaves
+        specs = [NewJob("echo", {"n": n}, depends_on=(head,)) for n in range(min(CHUNK, width - len(leaves)))]
+        result = await store_submit(h.store, "acme", specs, h.clock.now(), max_queued=10 * DEEP)
+        leaves.extend(result.job_ids)
+    return head, leaves
 
 
 async def stored(h: Harness, job_id: str) -> Job:

@@ -20,12 +20,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sortedcontainers import SortedList
 
-from jobq.core.models import CLAIMABLE, Job, Status, encode_opaque_fields
+from jobq.core.models import CLAIMABLE, Job, Status, encode_json
 from jobq.rules.alerts import Alert
 from jobq.rules.jobs import claim_key
 from jobq.rules.outbox import FAILED, PENDING, Delivery
+
+
+def _answer_of(record: dict[str, Any]) -> bytes:
+    """A remembered answer's bytes; records written before answers were kept
+    as bytes hold the job views (`bodies`), wrapped as the route answered them."""
+    if "answer" in record:
+        return encode_json(record["answer"])
+    bodies = record["bodies"]
+    return encode_json({"jobs": bodies} if record["route"].endswith("/batch") else bodies[0])
 
 
 @dataclass(slots=True)
@@ -36,8 +46,7 @@ class IdemRecord:
     key: str
     fingerprint: str
     route: str
-    status_code: int
-    bodies: list[dict[str, Any]]
+    answer: bytes  # the first answer's body, as the web layer encoded it
     job_ids: list[str]
     created_at: str
     committed: bool = field(default=False)
@@ -52,8 +61,7 @@ class IdemRecord:
             "key": self.key,
             "fingerprint": self.fingerprint,
             "route": self.route,
-            "statusCode": self.status_code,
-            "bodies": self.bodies,
+            "answer": orjson.Fragment(self.answer),
             "jobIds": self.job_ids,
             "createdAt": self.created_at,
         }
@@ -65,8 +73,7 @@ class IdemRecord:
             key=r["key"],
             fingerprint=r["fingerprint"],
             route=r["route"],
-            status_code=r["statusCode"],
-            bodies=[encode_opaque_fields(body) for body in r["bodies"]],
+            answer=_answer_of(r),
             job_ids=r["jobIds"],
             created_at=r["createdAt"],
             committed=True,

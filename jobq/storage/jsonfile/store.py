@@ -52,6 +52,7 @@ from jobq.storage.jsonfile.operator import OperatorOperations
 from jobq.storage.jsonfile.outbox import OutboxOperations
 from jobq.storage.jsonfile.transaction import Transaction, atomic
 from jobq.storage.protocol import (
+    AnswerCodec,
     Beat,
     Claimed,
     EventListener,
@@ -61,7 +62,6 @@ from jobq.storage.protocol import (
     Reaped,
     RunningLimits,
     SubmitResult,
-    jobs_as_api,
 )
 
 logger = logging.getLogger(__name__)
@@ -178,6 +178,7 @@ class JsonStore(OutboxOperations, OperatorOperations):
         max_queued: int,
         max_stored_bytes: int | None = None,
         limits: RunningLimits,
+        encode: AnswerCodec,
     ) -> SubmitResult:
         """Store new jobs, durable when this returns. Refuses with `QueueFull`
         beyond `max_queued` unfinished jobs and with `StorageQuotaExceeded`
@@ -191,7 +192,7 @@ class JsonStore(OutboxOperations, OperatorOperations):
                     raise IdempotencyMismatch(f"Idempotency-Key {idem.key!r} was used with a different request")
                 if not record.committed:
                     raise IdempotencyInFlight(retry_after=1)
-                return SubmitResult(record.status_code, record.bodies, replayed=True)
+                return SubmitResult(record.job_ids, record.answer, replayed=True)
         if self.index.active_count(tenant_id) + len(jobs) > max_queued:
             raise QueueFull(f"tenant has {max_queued} unfinished jobs, the most allowed", retry_after=5)
         new_jobs = build_jobs(
@@ -202,18 +203,12 @@ class JsonStore(OutboxOperations, OperatorOperations):
         with atomic(self.index) as tx:
             for job in new_jobs:
                 tx.put(job)
-            bodies = await jobs_as_api(self, new_jobs, now, limits)
+            answer = encode(new_jobs, await self.waiting_reasons(new_jobs, now, limits))
+            job_ids = [j.job_id for j in new_jobs]
             record = None
             if idem is not None:
                 record = IdemRecord(
-                    tenant_id,
-                    idem.key,
-                    idem.fingerprint,
-                    idem.route,
-                    201,
-                    bodies,
-                    [j.job_id for j in new_jobs],
-                    format_ts(now) or "",
+                    tenant_id, idem.key, idem.fingerprint, idem.route, answer, job_ids, format_ts(now) or ""
                 )
                 tx.put_idem(record)
         await self._commit(tx)
@@ -221,7 +216,7 @@ class JsonStore(OutboxOperations, OperatorOperations):
             record.committed = True
         for job in new_jobs:
             logger.info("action=submit jobId=%s tenantId=%s type=%s", job.job_id, tenant_id, job.type)
-        return SubmitResult(201, bodies, replayed=False)
+        return SubmitResult(job_ids, answer, replayed=False)
 
     def _check_stored_bytes(self, tenant_id: str, new_jobs: list[Job], limit: int) -> None:
         incoming = sum(job.stored_size for job in new_jobs)

@@ -27,7 +27,7 @@ from jobq.core.errors import (
 )
 from jobq.core.models import Job, ListQuery, NewJob, Status
 from jobq.rules.ratelimit import TokenBucket
-from jobq.storage.protocol import SubmitResult, jobs_as_api
+from jobq.storage.protocol import AnswerCodec, SubmitResult, jobs_as_api
 from jobq.web.auth import principal_of, require_submitter, require_writer
 from jobq.web.connlimits import refuse_request
 from jobq.web.idempotency import idem_request
@@ -117,7 +117,9 @@ async def render_job(services: Services, job: Job) -> dict[str, Any]:
 # ---- submit -------------------------------------------------------------
 
 
-async def _submit(request: web.Request, parse: Any) -> tuple[SubmitResult, dict[str, str]]:
+async def _submit(
+    request: web.Request, parse: Any, encode: AnswerCodec
+) -> tuple[SubmitResult, dict[str, str]]:
     services = services_of(request)
     principal = require_submitter(request)
     tenant_id = principal.tenant_id
@@ -163,6 +165,7 @@ async def _submit(request: web.Request, parse: Any) -> tuple[SubmitResult, dict[
             max_queued=limits.max_queued,
             max_stored_bytes=limits.max_stored_bytes,
             limits=services.tenants.running_limits(),
+            encode=encode,
         )
     except Exception:
         bucket.give_back(len(specs))
@@ -172,18 +175,25 @@ async def _submit(request: web.Request, parse: Any) -> tuple[SubmitResult, dict[
     return result, headers
 
 
+def _one_job(jobs: list[Job], reasons: list[str | None]) -> bytes:
+    return orjson.dumps(jobs[0].to_api(reasons[0]))
+
+
+def _batch(jobs: list[Job], reasons: list[str | None]) -> bytes:
+    return orjson.dumps({"jobs": [job.to_api(reason) for job, reason in zip(jobs, reasons, strict=True)]})
+
+
 @routes.post("/jobs", expect_handler=defer_continue)
 async def submit_job(request: web.Request) -> web.Response:
-    result, headers = await _submit(request, lambda *a: [parse_submit(*a)])
-    body = result.bodies[0]
-    headers["Location"] = f"/jobs/{body['jobId']}"
-    return json_response(body, status=result.status_code, headers=headers)
+    result, headers = await _submit(request, lambda *a: [parse_submit(*a)], _one_job)
+    headers["Location"] = f"/jobs/{result.job_ids[0]}"
+    return web.Response(status=201, body=result.answer, content_type="application/json", headers=headers)
 
 
 @routes.post("/jobs/batch", expect_handler=defer_continue)
 async def submit_batch(request: web.Request) -> web.Response:
-    result, headers = await _submit(request, parse_batch)
-    return json_response({"jobs": result.bodies}, status=result.status_code, headers=headers)
+    result, headers = await _submit(request, parse_batch, _batch)
+    return web.Response(status=201, body=result.answer, content_type="application/json", headers=headers)
 
 
 # ---- read ---------------------------------------------------------------
