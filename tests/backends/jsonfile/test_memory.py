@@ -28,7 +28,7 @@ from jobq.storage.protocol import LeaseRef, RunningLimits
 if TYPE_CHECKING:
     from jobq.core.models import Job
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]  # the repository root
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 
@@ -132,7 +132,7 @@ def measure(
     tmp_path: Path, kind: str, count: int, finish: bool = False, idem: bool = False, webhook: bool = False
 ) -> Measure:
     args = f"{str(tmp_path)!r}, {kind!r}, {count}, {finish}, {idem}, {webhook}"
-    code = f"from tests.test_memory import probe; probe({args})"
+    code = f"from tests.backends.jsonfile.test_memory import probe; probe({args})"
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=100, check=False
     )

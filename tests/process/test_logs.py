@@ -20,7 +20,7 @@ import pytest
 
 from jobq.tenancy.tenants import TenantsDoc
 from tests.conftest import ROOT
-from tests.server_process import Server
+from tests.support.server_process import Server
 
 # Shaped like the real things (tenants.new_key, sessions.SessionCodec.issue), never valid ones.
 FAKE_KEY = "jq_" + "Zk9_-x" * 7 + "Q"

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import ROOT, write_tenants
-from tests.server_process import Server
+from tests.support.server_process import Server
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import orjson
 
 from jobq.tenancy.tenants import TenantRegistry, hash_key
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository root
 
 
 def run(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:

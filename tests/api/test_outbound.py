@@ -21,7 +21,7 @@ from jobq.worker import http_job
 from jobq.worker.builtin import register_builtins
 from jobq.worker.handlers import Registry
 from tests.conftest import Harness
-from tests.receivers import FakeResolver, answer
+from tests.support.receivers import FakeResolver, answer
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 

@@ -1,4 +1,4 @@
-"""Crash driver for tests/test_crash.py, run as `python -m tests.crash_driver DATA_DIR OP NTH ...`.
+"""Crash driver for tests/process/test_crash.py, run as `python -m tests.support.crash_driver DATA_DIR OP NTH ...`.
 
 Opens a JsonStore over a `FaultyFS` that kills the process (os._exit) at the
 NTH call of OP on a matching file, then submits jobs one at a time, printing
@@ -18,7 +18,7 @@ from jobq.core.models import NewJob
 from jobq.storage.jsonfile.lifecycle import RetryPolicy
 from jobq.storage.jsonfile.store import JsonStore
 from jobq.storage.protocol import RunningLimits
-from tests.faults import FaultyFS, Op
+from tests.support.faults import FaultyFS, Op
 
 START = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
 

@@ -32,7 +32,7 @@ from jobq.worker.builtin import default_registry
 from jobq.worker.process import run_until_stopped
 from store import open_store
 from tests.conftest import ROOT
-from tests.server_process import free_port
+from tests.support.server_process import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -34,8 +34,8 @@ from jobq.storage.jsonfile.journal import DurableLog
 from jobq.storage.jsonfile.lifecycle import RetryPolicy
 from jobq.storage.jsonfile.store import JsonStore
 from tests.conftest import ROOT, HarnessFactory
-from tests.faults import FaultyFS
-from tests.server_process import Server
+from tests.support.faults import FaultyFS
+from tests.support.server_process import Server
 
 NOW = datetime(2026, 12, 7, 18, 0, tzinfo=UTC)
 

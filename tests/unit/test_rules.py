@@ -13,7 +13,7 @@ from jobq.core.models import TERMINAL, IllegalTransition, Status, check_transiti
 from jobq.rules.jobs import backoff_seconds, claim_key, find_cycle, payload_hash
 from jobq.rules.ratelimit import FailureWindow, TokenBucket
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository root
 
 
 @pytest.mark.parametrize(

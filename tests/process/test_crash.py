@@ -22,8 +22,8 @@ from jobq.storage.jsonfile.lifecycle import RetryPolicy
 from jobq.storage.jsonfile.store import JsonStore
 from jobq.tenancy.tenants import TenantsDoc
 from tests.conftest import ROOT
-from tests.faults import CRASH_EXIT_CODE, JOURNAL, SNAPSHOT_TMP
-from tests.server_process import Server
+from tests.support.faults import CRASH_EXIT_CODE, JOURNAL, SNAPSHOT_TMP
+from tests.support.server_process import Server
 
 pytestmark = pytest.mark.slow
 
@@ -167,7 +167,7 @@ async def test_crash_at_each_write_step_keeps_every_acknowledged_job(
     tmp_path: Path, op: str, nth: int, path: str | None, torn: bool
 ) -> None:
     data_dir = tmp_path / "data"
-    argv = [sys.executable, "-m", "tests.crash_driver", str(data_dir), op, str(nth)]
+    argv = [sys.executable, "-m", "tests.support.crash_driver", str(data_dir), op, str(nth)]
     if path is not None:
         argv += ["--path", path]
     if torn:

@@ -31,7 +31,7 @@ from jobq.web.factory import create_app
 from jobq.worker.handlers import Registry
 from store import retry_policy
 from tests.conftest import Keys
-from tests.receivers import Receiver, answer
+from tests.support.receivers import Receiver, answer
 
 pytestmark = pytest.mark.timeout(30)
 

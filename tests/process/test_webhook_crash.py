@@ -16,8 +16,8 @@ from aiohttp import web
 from standardwebhooks import Webhook
 
 from jobq.tenancy.tenants import TenantsDoc
-from tests.receivers import Answer, Receiver, ServerFactory, answer, start_receiver
-from tests.server_process import Server
+from tests.support.receivers import Answer, Receiver, ServerFactory, answer, start_receiver
+from tests.support.server_process import Server
 
 pytestmark = pytest.mark.slow
 
@@ -138,7 +138,7 @@ async def test_sigterm_with_a_webhook_in_flight_exits_within_the_grace_and_sends
 ) -> None:
     arrived = asyncio.Event()
     receiver = await start_receiver(aiohttp_server, hang_once(arrived), answer(200))
-    jobq = Jobq(tmp_path, session)  # JOBQ_SHUTDOWN_GRACE_SECONDS is 2 (tests.server_process)
+    jobq = Jobq(tmp_path, session)  # JOBQ_SHUTDOWN_GRACE_SECONDS is 2 (tests.support.server_process)
     await jobq.server.start(session)
     try:
         job_id = await jobq.ended_job_with_webhook(receiver)

@@ -18,7 +18,7 @@ from jobq.rules.alerts import DELIVERY_FAILED, DLQ_NOT_EMPTY, LEASE_EXPIRED, Ale
 from jobq.web.factory import ALERTS, SENDER
 from jobq.web.views.jobs import json_response
 from tests.conftest import Harness, HarnessFactory
-from tests.receivers import Receiver, answer
+from tests.support.receivers import Receiver, answer
 
 ALERT_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 T0 = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)

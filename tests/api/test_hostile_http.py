@@ -38,7 +38,8 @@ from jobq.web.services import SERVICES
 from jobq.worker.handlers import Registry
 from store import create_store
 from tests.conftest import Keys
-from tests.server_process import Server
+from tests.support.backends import store_url
+from tests.support.server_process import Server
 
 PROBLEM = "application/problem+json"
 JOB = b'{"type": "echo", "payload": {}}'
@@ -119,11 +120,14 @@ LiveFactory = Callable[..., Awaitable[Live]]
 
 
 @pytest.fixture
-async def make_live(data_dir: Path, keys: Keys, settings: Settings, registry: Registry) -> AsyncIterator[LiveFactory]:
+async def make_live(
+    backend: str, data_dir: Path, keys: Keys, settings: Settings, registry: Registry
+) -> AsyncIterator[LiveFactory]:
+    """jobq on `backend`, served by `start_http` on a loopback port (not the test client)."""
     runners: list[web.AppRunner] = []
 
     async def start(**overrides: Any) -> Live:
-        effective = replace(settings, **overrides)
+        effective = replace(settings, **{"store_url": store_url(backend), **overrides})
         clock = FakeClock()
         tenants = TenantRegistry(effective.tenants_file, clock.monotonic)
         store = create_store(effective, tenants)

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from jobq.tenancy.tenants import TenantsDoc
-from tests.server_process import Server
+from tests.support.server_process import Server
 
 pytestmark = pytest.mark.slow
 

@@ -38,7 +38,7 @@ from playwright.async_api import (
 from jobq.tenancy.tenants import TenantsDoc, hash_key
 from jobq.web.factory import ALERTS, SENDER
 from tests.conftest import ROOT, Harness, HarnessFactory
-from tests.receivers import Receiver, answer
+from tests.support.receivers import Receiver, answer
 
 CHROMIUM = Path("/usr/bin/chromium")
 HAVE_CHROMIUM = CHROMIUM.exists()

@@ -10,7 +10,7 @@ import textwrap
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository root
 
 # Run in a fresh interpreter: forking the test runner (threads, an event loop)
 # is not something to do lightly, and the parent must be a plain process.

@@ -10,7 +10,7 @@ from typing import Any
 from jobq.core.models import Job
 from jobq.worker.handlers import Context, Registry
 from tests.conftest import HarnessFactory
-from tests.faults import JOURNAL, FaultyFS
+from tests.support.faults import JOURNAL, FaultyFS
 
 
 async def test_claim_that_cannot_be_written_stops_the_handler_and_the_job_runs_later(

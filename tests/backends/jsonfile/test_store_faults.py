@@ -27,7 +27,7 @@ from jobq.storage.jsonfile.files import FORMAT, VERSION, encode_entry, encode_li
 from jobq.storage.jsonfile.lifecycle import RetryPolicy
 from jobq.storage.jsonfile.store import JsonStore
 from tests.conftest import ROOT, Harness, HarnessFactory
-from tests.faults import JOURNAL, SNAPSHOT_TMP, FaultyFS, Op
+from tests.support.faults import JOURNAL, SNAPSHOT_TMP, FaultyFS, Op
 
 NOW = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
 ERRNOS = [errno.ENOSPC, errno.EIO, errno.EROFS]
