@@ -66,6 +66,9 @@ class SubmitLimiter:
             bucket = self._buckets[tenant_id] = TokenBucket.full(per_minute, burst, now)
         return bucket
 
+    def existing(self, tenant_id: str) -> TokenBucket | None:
+        return self._buckets.get(tenant_id)
+
 
 class FailureWindow:
     """Counts failures per address in fixed one-minute windows."""

@@ -146,6 +146,16 @@ class SubmitResult:
     replayed: bool
 
 
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    """A submit's tokens: taken or not, and what the RateLimit headers say."""
+
+    taken: bool
+    remaining: int
+    seconds_until_full: int
+    retry_after: int  # seconds until the tokens asked for are there (0 when taken)
+
+
 # ---------------------------------------------------------------- the protocol, by consumer
 
 
@@ -192,6 +202,23 @@ class JobWrites(Protocol):
         self, query: ListQuery, job_ids: list[str] | None, action: str, actor: str, now: datetime
     ) -> tuple[int, int]: ...
     async def redeliver(self, job_id: str, tenant_id: str | None, actor: str, now: datetime) -> Delivery: ...
+
+
+class LimitStore(Protocol):
+    """Limits that must hold across every API process (SPEC §4): a tenant's
+    submit rate, and the bad API keys an address may send a minute. Time is
+    the injected clock's `now`, never the database's."""
+
+    async def take_submit_tokens(
+        self, tenant_id: str, count: int, *, per_minute: int, burst: int, now: datetime
+    ) -> RateDecision: ...
+    async def give_back_submit_tokens(self, tenant_id: str, count: int) -> None:
+        """Return tokens taken for a submit that then stored nothing."""
+        ...
+    async def note_bad_key(self, address: str, *, limit: int, now: datetime) -> int:
+        """Count a bad key from `address`; the seconds it must wait instead
+        (0: counted, within its `limit` a minute)."""
+        ...
 
 
 class WorkerStore(Protocol):
@@ -247,7 +274,7 @@ class AlertStore(Protocol):
     def subscribe(self, listener: EventListener) -> None: ...
 
 
-class Store(JobReads, JobWrites, WorkerStore, OutboxStore, AlertStore, Protocol):
+class Store(JobReads, JobWrites, LimitStore, WorkerStore, OutboxStore, AlertStore, Protocol):
     """A whole backend: every consumer's part, and its own lifecycle."""
 
     async def open(self, now: datetime) -> None:

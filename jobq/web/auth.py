@@ -18,6 +18,8 @@ to `/login`; everything else gets the 401.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -25,7 +27,7 @@ from aiohttp.typedefs import Middleware
 
 from jobq.core.clock import Clock
 from jobq.core.errors import AuthThrottled, Forbidden, Unauthorized
-from jobq.rules.ratelimit import FailureWindow
+from jobq.storage.protocol import LimitStore
 from jobq.tenancy.tenants import Principal, TenantRegistry
 from jobq.web.connlimits import refuse_request
 from jobq.web.pages import redirect
@@ -38,8 +40,17 @@ PRINCIPAL = web.RequestKey("jobq.principal", Principal)
 CREDENTIAL = web.RequestKey("jobq.credential", str)
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/login", "/logout"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+@dataclass(frozen=True, slots=True)
+class BadKeyLimit:
+    """Where bad keys are counted (the store, so every API process agrees) and
+    how many an address may send a minute."""
+
+    store: LimitStore
+    per_minute: int
+
+
 # Shared with the login form, which counts its bad keys in the same window.
-AUTH_FAILURES = web.AppKey("jobq.auth_failures", FailureWindow)
+AUTH_FAILURES = web.AppKey("jobq.auth_failures", BadKeyLimit)
 SESSIONS = web.AppKey("jobq.sessions", SessionCodec)
 
 
@@ -88,20 +99,19 @@ def session_principal(request: web.Request, tenants: TenantRegistry, sessions: S
     return tenants.authenticate_hash(key_hash) if key_hash else None
 
 
-def check_failure(request: web.Request, failures: FailureWindow, now: float) -> None:
-    """A bad key from the request's address: recorded, or, past the address's
+async def check_failure(request: web.Request, bad_keys: BadKeyLimit, now: datetime) -> None:
+    """A bad key from the request's address: counted, or, past the address's
     allowance this minute, `AuthThrottled` (429 + Retry-After). Only failed
     attempts are throttled: a valid key is never looked at here."""
     address = request.remote or "unknown"
-    wait = failures.blocked_for(address, now)
+    wait = await bad_keys.store.note_bad_key(address, limit=bad_keys.per_minute, now=now)
     if wait:
         refuse_request(request, "auth_failures")
         raise AuthThrottled(f"too many bad API keys from {address}; try again in {wait} s", retry_after=wait)
-    failures.record(address, now)
 
 
 def make_auth_middleware(
-    tenants: TenantRegistry, failures: FailureWindow, clock: Clock, sessions: SessionCodec | None = None
+    tenants: TenantRegistry, bad_keys: BadKeyLimit, clock: Clock, sessions: SessionCodec | None = None
 ) -> Middleware:
     """Sets `request[PRINCIPAL]` and `request[CREDENTIAL]` on every request to a
     non-public path; without `sessions`, only `X-API-Key` is accepted."""
@@ -114,7 +124,7 @@ def make_auth_middleware(
         if key:
             principal = tenants.authenticate(key)
             if principal is None:
-                check_failure(request, failures, clock.monotonic())
+                await check_failure(request, bad_keys, clock.now())
                 raise Unauthorized("the API key is not known")
             credential = "key"
         else:

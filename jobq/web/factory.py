@@ -20,11 +20,10 @@ from jobq.outbound.alert_monitor import TASK as ALERTS_TASK
 from jobq.outbound.alert_monitor import AlertMonitor
 from jobq.outbound.sender import TASK as SENDER_TASK
 from jobq.outbound.sender import DeliverySender
-from jobq.rules.ratelimit import FailureWindow
 from jobq.storage.protocol import Store
 from jobq.tenancy.tenants import TenantRegistry
 from jobq.web import openapi
-from jobq.web.auth import AUTH_FAILURES, SESSIONS, make_auth_middleware
+from jobq.web.auth import AUTH_FAILURES, SESSIONS, BadKeyLimit, make_auth_middleware
 from jobq.web.pages import setup_pages
 from jobq.web.problems import problem_middleware
 from jobq.web.services import SERVICES, Services
@@ -67,7 +66,7 @@ def create_app(
     services = Services(
         settings=settings, store=store, clock=clock, registry=registry, tenants=tenants, health=Health(clock.monotonic)
     )
-    failures = FailureWindow(settings.auth_failures_per_minute)
+    failures = BadKeyLimit(store, settings.auth_failures_per_minute)
     session_codec = session_codec or SessionCodec.from_settings(settings, clock)
     app = web.Application(
         middlewares=[problem_middleware, make_auth_middleware(tenants, failures, clock, session_codec)],

@@ -25,7 +25,6 @@ class Services:
     registry: Registry
     tenants: TenantRegistry
     health: Health
-    limiter: SubmitLimiter = field(default_factory=SubmitLimiter)
     redeliveries: SubmitLimiter = field(default_factory=SubmitLimiter)
     body_budget: SubmitLimiter = field(default_factory=SubmitLimiter)  # request-body KiB per tenant
     parse_lanes: dict[str, asyncio.Lock] = field(default_factory=dict)  # one large body parsed at a time per tenant

@@ -48,6 +48,7 @@ from jobq.storage.jsonfile.lifecycle import (
     start_attempt,
 )
 from jobq.storage.jsonfile.lifecycle import first_unfinished_dependency as _first_unfinished
+from jobq.storage.jsonfile.limits import LimitOperations
 from jobq.storage.jsonfile.operator import OperatorOperations
 from jobq.storage.jsonfile.outbox import OutboxOperations
 from jobq.storage.jsonfile.transaction import Transaction, atomic
@@ -69,7 +70,7 @@ logger = logging.getLogger(__name__)
 STORAGE_RETRY_AFTER_SECONDS = 60
 
 
-class JsonStore(OutboxOperations, OperatorOperations):
+class JsonStore(OutboxOperations, OperatorOperations, LimitOperations):
     """The JSON-file backend; one process per data directory (an `flock` on
     the directory keeps others out). Reads are answered from memory."""
 
@@ -83,6 +84,7 @@ class JsonStore(OutboxOperations, OperatorOperations):
         fs: FileSystem | None = None,
         compact_bytes: int = 64 << 20,
     ) -> None:
+        LimitOperations.__init__(self)
         self.log = DurableLog(data_dir, fs=fs, compact_bytes=compact_bytes)
         self.index = JobIndex(aging_seconds)
         self.policy = retry

@@ -143,17 +143,17 @@ async def _submit(
             f"be accepted; split it into batches of at most {limits.submit_burst}",
             errors=[FieldError("jobs", f"at most {limits.submit_burst} jobs (the tenant's submitBurst)")],
         )
-    mono = services.clock.monotonic()
-    bucket = services.limiter.bucket(tenant_id, limits.submit_per_minute, limits.submit_burst, mono)
-    taken = bucket.take(mono, len(specs))
+    rate = await services.store.take_submit_tokens(
+        tenant_id, len(specs), per_minute=limits.submit_per_minute, burst=limits.submit_burst, now=now
+    )
     headers = {
         "RateLimit-Policy": f'"tenant";q={limits.submit_per_minute};w=60',
-        "RateLimit": f'"tenant";r={bucket.remaining()};t={bucket.seconds_until_full()}',
+        "RateLimit": f'"tenant";r={rate.remaining};t={rate.seconds_until_full}',
     }
-    if not taken:
+    if not rate.taken:
         raise RateLimited(
             f"tenant {tenant_id} may submit {limits.submit_per_minute} jobs a minute",
-            retry_after=bucket.seconds_until(len(specs)),
+            retry_after=rate.retry_after,
             headers=headers,
         )
     try:
@@ -168,7 +168,7 @@ async def _submit(
             encode=encode,
         )
     except Exception:
-        bucket.give_back(len(specs))
+        await services.store.give_back_submit_tokens(tenant_id, len(specs))
         raise
     if result.replayed:
         headers["Idempotent-Replayed"] = "true"

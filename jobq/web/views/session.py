@@ -74,7 +74,7 @@ async def login(request: web.Request) -> web.Response:
     principal = services.tenants.authenticate(key)
     if principal is None:
         try:
-            check_failure(request, request.app[AUTH_FAILURES], services.clock.monotonic())
+            await check_failure(request, request.app[AUTH_FAILURES], services.clock.now())
         except AuthThrottled as throttled:
             message = f"Too many failed sign-ins from this address. Try again in {throttled.retry_after} s."
             return _form(request, message, 429, {"Retry-After": str(throttled.retry_after)})
