@@ -21,7 +21,7 @@ from jobq.web.auth import SESSIONS
 from jobq.web.live.hub import HUB, LiveHub
 from jobq.web.sessions import COOKIE_NAME
 from jobq.web.views.ws import origin_refusal
-from tests.conftest import RUNNING, Harness
+from tests.conftest import Harness, store_submit
 
 WS_HEADERS = {
     "Connection": "Upgrade",
@@ -77,7 +77,7 @@ async def jobs_until(ws: aiohttp.ClientWebSocketResponse, job_id: str, status: s
 async def submit_direct(jobq: Harness, tenant: str, n: int) -> None:
     """`n` echo jobs through the store, past the API's submit rate limit."""
     specs = [NewJob("echo", {"n": i}) for i in range(n)]
-    await jobq.store.submit(tenant, specs, None, jobq.clock.now(), max_queued=100_000, limits=RUNNING)
+    await store_submit(jobq.store, tenant, specs, jobq.clock.now(), max_queued=100_000)
 
 
 # ---- before the upgrade ---------------------------------------------------

@@ -28,7 +28,7 @@ from jobq.web.live.client import LiveClient
 from jobq.web.live.hub import HUB, LiveHub
 from jobq.web.services import SERVICES
 from jobq.web.sessions import COOKIE_NAME
-from tests.conftest import RUNNING, Harness, HarnessFactory
+from tests.conftest import Harness, HarnessFactory, store_submit
 
 AUTH_CLOSE = 4401
 
@@ -277,7 +277,7 @@ BLOB = "x" * 20_000  # a 20 kB payload, echoed back as the result: job messages 
 async def flood(jobq: Harness, n: int) -> None:
     """`n` big jobs submitted and run: 3n job changes, about 80 kB each job."""
     specs = [NewJob("echo", {"i": i, "blob": BLOB}) for i in range(n)]
-    await jobq.store.submit("acme", specs, None, jobq.clock.now(), max_queued=100_000, limits=RUNNING)
+    await store_submit(jobq.store, "acme", specs, jobq.clock.now(), max_queued=100_000)
     await jobq.drain()
 
 
@@ -454,7 +454,7 @@ async def test_an_expired_session_closes_its_sockets(jobq: Harness) -> None:
 async def test_a_snapshot_keeps_the_newest_jobs_that_fit_in_half_the_bound(make_harness: HarnessFactory) -> None:
     jobq = await make_harness(ws_max_pending_bytes=BOUND)
     specs = [NewJob("echo", {"i": i, "blob": BLOB}) for i in range(20)]
-    await jobq.store.submit("acme", specs, None, jobq.clock.now(), max_queued=100_000, limits=RUNNING)
+    await store_submit(jobq.store, "acme", specs, jobq.clock.now(), max_queued=100_000)
     hub = hub_of(jobq)
     encoded = await hub.messages.encoded_snapshot("acme")
     assert len(encoded) <= BOUND // 2

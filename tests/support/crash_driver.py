@@ -37,17 +37,23 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 async def run(args: argparse.Namespace) -> int:
     fs = FaultyFS()
-    store = JsonStore(
-        args.data_dir, retry=RetryPolicy(), fs=fs, compact_bytes=args.compact_bytes
-    )
+    store = JsonStore(args.data_dir, retry=RetryPolicy(), fs=fs, compact_bytes=args.compact_bytes)
     await store.open(START)
     op: Op = args.op
     fs.crash(op, nth=args.nth, path=args.path, torn=args.torn)
     for n in range(args.jobs):
         job = NewJob("echo", {"n": n, "pad": "x" * 200})
         now = START + timedelta(milliseconds=n)
-        result = await store.submit("acme", [job], None, now, max_queued=1_000_000, limits=RunningLimits({}, 5))
-        print(result.bodies[0]["jobId"], flush=True)
+        result = await store.submit(
+            "acme",
+            [job],
+            None,
+            now,
+            max_queued=1_000_000,
+            limits=RunningLimits({}, 5),
+            encode=lambda jobs, reasons: b"{}",
+        )
+        print(result.job_ids[0], flush=True)
     await store.close()
     return 0
 

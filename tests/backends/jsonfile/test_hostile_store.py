@@ -23,7 +23,7 @@ from jobq.storage.jsonfile import store as store_module
 from jobq.storage.jsonfile.lifecycle import RECOVERY_FAILED_ERROR, settle
 from jobq.storage.jsonfile.transaction import Transaction
 from jobq.storage.protocol import LeaseRef
-from tests.conftest import RUNNING, Harness, HarnessFactory
+from tests.conftest import RUNNING, Harness, HarnessFactory, store_submit
 
 DEEP = 10_000
 CHUNK = 1000
@@ -43,22 +43,20 @@ async def chain(h: Harness, length: int, *, head: NewJob | None = None, tenant: 
             before = (ids[-1],) if n == len(ids) and ids else ((f"r{n - 1}",) if n > len(ids) else ())
             spec = head if n == 0 and head is not None else NewJob(type="echo", payload={"n": n})
             specs.append(NewJob(spec.type, spec.payload, expires_at=spec.expires_at, depends_on=before, ref=f"r{n}"))
-        result = await h.store.submit(tenant, specs, None, h.clock.now(), max_queued=10 * DEEP, limits=RUNNING)
-        ids.extend(body["jobId"] for body in result.bodies)
+        result = await store_submit(h.store, tenant, specs, h.clock.now(), max_queued=10 * DEEP)
+        ids.extend(result.job_ids)
     return ids
 
 
 async def fan_out(h: Harness, width: int) -> tuple[str, list[str]]:
     """A head and `width` jobs that each depend on it alone."""
-    [head] = (
-        await h.store.submit("acme", [NewJob("echo", {})], None, h.clock.now(), max_queued=10 * DEEP, limits=RUNNING)
-    ).bodies
+    [head] = (await store_submit(h.store, "acme", [NewJob("echo", {})], h.clock.now(), max_queued=10 * DEEP)).job_ids
     leaves: list[str] = []
     while len(leaves) < width:
-        specs = [NewJob("echo", {"n": n}, depends_on=(head["jobId"],)) for n in range(min(CHUNK, width - len(leaves)))]
-        result = await h.store.submit("acme", specs, None, h.clock.now(), max_queued=10 * DEEP, limits=RUNNING)
-        leaves.extend(body["jobId"] for body in result.bodies)
-    return head["jobId"], leaves
+        specs = [NewJob("echo", {"n": n}, depends_on=(head,)) for n in range(min(CHUNK, width - len(leaves)))]
+        result = await store_submit(h.store, "acme", specs, h.clock.now(), max_queued=10 * DEEP)
+        leaves.extend(result.job_ids)
+    return head, leaves
 
 
 def statuses(h: Harness, ids: list[str]) -> list[Status]:
@@ -179,15 +177,8 @@ async def test_a_job_whose_recovery_raises_is_parked_and_the_start_goes_on(
     bad = await jobq.submit()
     good = await jobq.submit()
     [waiting] = (
-        await jobq.store.submit(
-            "acme",
-            [NewJob("echo", {}, depends_on=(bad["jobId"],))],
-            None,
-            jobq.clock.now(),
-            max_queued=100,
-            limits=RUNNING,
-        )
-    ).bodies
+        await store_submit(jobq.store, "acme", [NewJob("echo", {}, depends_on=(bad["jobId"],))], jobq.clock.now())
+    ).job_ids
     await (await jobq.store.claim("w", 2, lease_seconds=30, limits=RUNNING, now=jobq.clock.now())).durable
     await jobq.client.close()  # the process "died" with both attempts running
 
@@ -206,7 +197,7 @@ async def test_a_job_whose_recovery_raises_is_parked_and_the_start_goes_on(
     assert parked.last_error is not None
     assert parked.last_error.startswith(RECOVERY_FAILED_ERROR)
     assert "this job cannot be settled" in parked.last_error
-    assert h.store.index.jobs[waiting["jobId"]].status is Status.CANCELLED
+    assert h.store.index.jobs[waiting].status is Status.CANCELLED
     assert h.store.index.jobs[good["jobId"]].status is Status.RETRY
     assert any(f"action=recover_failed jobId={bad['jobId']}" in r.getMessage() for r in caplog.records)
     monkeypatch.undo()

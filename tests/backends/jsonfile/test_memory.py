@@ -32,6 +32,14 @@ ROOT = Path(__file__).resolve().parents[3]  # the repository root
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 
+def NO_ANSWER(jobs: object, reasons: object) -> bytes:  # noqa: N802
+    return b"{}"  # the answer is not what these tests measure
+
+
+def API_ANSWER(jobs: list[Job], reasons: list[str | None]) -> bytes:  # noqa: N802
+    return orjson.dumps(jobs[0].to_api(reasons[0]))  # as POST /jobs answers: what a key remembers
+
+
 def many_objects(n: int) -> dict[str, Any]:
     """About 60 KB of JSON made of 7,500 one-key objects, built fresh each call."""
     return {"n": n, "items": [{"a": i % 10} for i in range(7_500)]}
@@ -75,7 +83,9 @@ async def _probe(
         key = IdemRequest(f"key-{n}", f"fingerprint-{n}", "/jobs") if idem else None
         hook = "https://hooks.example/jobq" if webhook else None
         new = NewJob(type="echo", payload=make(n), webhook_url=hook)
-        await store.submit("acme", [new], key, NOW, max_queued=1_000_000, limits=RunningLimits({}, 1_000_000))
+        await store.submit(
+            "acme", [new], key, NOW, max_queued=1_000_000, limits=RunningLimits({}, 1_000_000), encode=API_ANSWER
+        )
     if finish:
         claimed = await store.claim("w1", count, lease_seconds=60.0, limits=RunningLimits({}, 1_000_000), now=NOW)
         await claimed.durable
@@ -281,6 +291,7 @@ async def test_stored_bytes_are_the_same_after_a_restart(tmp_path: Path) -> None
             NOW,
             max_queued=100,
             limits=RunningLimits({}, 100),
+            encode=NO_ANSWER,
         )
     claimed = await store.claim("w1", 2, lease_seconds=60.0, limits=RunningLimits({}, 1_000_000), now=NOW)
     await claimed.durable
