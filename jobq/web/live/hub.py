@@ -1,9 +1,9 @@
 """The live-update hub (SPEC §5, CONVENTIONS rule 15): one per process.
 
-The store tells the hub about every job change once it is durable
-(`publish_job`, a store listener). The hub renders the job once, as the API
-shows it, and puts the encoded message on the bounded queue of every *live*
-client allowed to see it: the clients of the job's tenant, and admin clients
+The store announces every change once it is durable; `feed.LiveFeed` turns
+the announcements into jobs rendered once, as the API shows them, and the
+hub (`publish_job`) puts the encoded message on the bounded queue of every
+*live* client allowed to see it: the clients of the job's tenant, and admin clients
 (all tenants, or the one they filtered to). Nothing here awaits a socket:
 each client has its own sender task that drains its queue into its socket.
 
@@ -38,7 +38,7 @@ signed-out session's sockets at once. `reserve` holds a place under the caps
 (`max_per_tenant` for a tenant's keys and sessions, `max_total` for all,
 admins included) before the upgrade.
 
-The messages are listed in `live_messages.py`, which builds them.
+The messages are listed in `messages.py`, which builds them.
 
 A snapshot reads the store's memory, which runs up to one group commit ahead
 of what is durable: a `job` message right after a snapshot may be older than
@@ -50,8 +50,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -59,9 +59,10 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from jobq.core.clock import Clock
 from jobq.core.models import Job
 from jobq.rules.outbox import Delivery
-from jobq.storage.protocol import DeliveryChanged, Event, JobChanged, JobReads, RunningLimits
+from jobq.storage.protocol import Event, JobReads, RunningLimits
 from jobq.tenancy.tenants import Principal
 from jobq.web.live.client import BEHIND, LIVE, Access, LiveClient, Scope, Socket
+from jobq.web.live.feed import LiveFeed
 from jobq.web.live.messages import LiveMessages
 
 logger = logging.getLogger(__name__)
@@ -117,12 +118,14 @@ class LiveHub:
         self.messages = LiveMessages(
             store, clock, running_limits, snapshot_jobs=snapshot_jobs, max_pending_bytes=max_pending_bytes
         )
-        # Changes waiting for `flush`, in order: each version the store handed
-        # over with its event, or the id to fetch (a backend in another process
-        # sends ids; a job that changed twice before the fetch is sent once).
-        self._pending_jobs: list[Job | str] = []
-        self._pending_deliveries: list[Delivery | str] = []
-        self._flushing: asyncio.Task[None] | None = None
+        self.feed = LiveFeed(
+            store,
+            self.messages,
+            clock,
+            watched=lambda: bool(self._live),
+            publish_job=self.publish_job,
+            publish_delivery=self.publish_delivery,
+        )
         self.finished = self.messages.finished
 
     @property
@@ -204,8 +207,7 @@ class LiveHub:
         """Close every socket with 1001 (going away) and refuse new viewers:
         the application's `on_shutdown`, so the server need not wait for them."""
         self.closed = True
-        if self._flushing is not None:
-            self._flushing.cancel()
+        self.feed.close()
         await asyncio.gather(
             *(self._close(c, WSCloseCode.GOING_AWAY, b"jobq is shutting down") for c in list(self._clients)),
             *list(self._closing),
@@ -288,41 +290,13 @@ class LiveHub:
     # ---- publishing ------------------------------------------------------
 
     def on_events(self, events: Sequence[Event]) -> None:
-        """The store listener: notes what changed (counting jobs that ended),
-        and fetches it in one batch soon after (`flush`) if anyone watches."""
-        watched = bool(self._live)
-        for event in events:
-            if isinstance(event, JobChanged):
-                if event.ended:
-                    self.finished.record(event.tenant_id, int(self.clock.monotonic()))
-                if watched:
-                    self._pending_jobs.append(event.version or event.job_id)
-            elif watched and isinstance(event, DeliveryChanged) and event.lane is not None:
-                self._pending_deliveries.append(event.version or event.delivery_id)
-        if (self._pending_jobs or self._pending_deliveries) and self._flushing is None and not self.closed:
-            self._flushing = asyncio.get_running_loop().create_task(self._flush_soon(), name="jobq-live-flush")
-
-    async def _flush_soon(self) -> None:
-        try:
-            while self._pending_jobs or self._pending_deliveries:
-                await self.flush()
-        except Exception:
-            logger.exception("action=ws_flush_failed")
-        finally:
-            self._flushing = None
+        """The store listener (`feed.LiveFeed` notes the changes; it calls
+        `publish_job` and `publish_delivery` once it has them)."""
+        self.feed.on_events(events)
 
     async def flush(self) -> None:
-        """Fetch the jobs and deliveries that changed (as they are now) and
-        queue them for the clients allowed to see them."""
-        pending_jobs, self._pending_jobs = self._pending_jobs, []
-        pending_deliveries, self._pending_deliveries = self._pending_deliveries, []
-        if pending_jobs:
-            jobs = await _resolve(pending_jobs, self.store.get_many)
-            for job, rendered in zip(jobs, await self.messages.render(jobs), strict=True):
-                self.publish_job(job, rendered)
-        if pending_deliveries:
-            for delivery in await _resolve(pending_deliveries, self.store.get_deliveries):
-                self.publish_delivery(delivery)
+        """Publish the changes noted so far, now (tests call this)."""
+        await self.feed.flush()
 
     def publish_job(self, job: Job, rendered: dict[str, Any]) -> None:
         """Queue a job (`rendered` as the API shows it) for every live client
@@ -476,28 +450,6 @@ class LiveHub:
         except Exception:
             logger.exception("action=ws_sender_crashed tenantId=%s viewer=%s", client.tenant_id, client.label)
             await client.socket.close(code=WSCloseCode.INTERNAL_ERROR, message=b"live updates failed")
-
-
-T = TypeVar("T", Job, Delivery)
-
-
-async def _resolve(
-    pending: list[T | str], fetch: Callable[[Sequence[str]], Awaitable[list[T]]]
-) -> list[T]:
-    """The versions in `pending`, in order, with the ids among them fetched in one batch."""
-    ids = list(dict.fromkeys(item for item in pending if isinstance(item, str)))
-    fetched = {_id_of(item): item for item in await fetch(ids)} if ids else {}
-    resolved: list[T] = []
-    for item in pending:
-        if not isinstance(item, str):
-            resolved.append(item)
-        elif item in fetched:
-            resolved.append(fetched.pop(item))  # once: it is sent as it is now
-    return resolved
-
-
-def _id_of(item: Job | Delivery) -> str:
-    return item.job_id if isinstance(item, Job) else item.delivery_id
 
 
 HUB = web.AppKey("jobq.hub", LiveHub)
