@@ -129,8 +129,12 @@ def doctor(settings: Settings) -> int:
     except OSError as exc:
         print(f"FAIL cannot read the data directory {settings.data_dir}: {exc}")
         return 1
-    for path in [settings.data_dir, *sorted(settings.data_dir.iterdir())]:
+    data_mode = settings.data_dir.lstat().st_mode
+    if data_mode & 0o022:
+        # The directory's mode is the operator's (fsio.tighten): said, never changed.
+        print(f"warn {settings.data_dir} has mode {stat.S_IMODE(data_mode):04o}: others may rename or delete its files")
+    for path in sorted(settings.data_dir.iterdir()):
         mode = path.lstat().st_mode
-        if (path == settings.data_dir or is_own_file(path.name)) and mode & 0o077 and not stat.S_ISLNK(mode):
+        if is_own_file(path.name) and mode & 0o077 and stat.S_ISREG(mode):
             print(f"warn {path} has mode {stat.S_IMODE(mode):04o}; the next start makes it owner-only")
     return 1 if problems else 0

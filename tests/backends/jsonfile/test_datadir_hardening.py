@@ -177,6 +177,10 @@ def test_doctor_reports_the_same_problems(tmp_path: Path) -> None:
     assert "FAIL" in result.stdout and "jobs.journal.00000005" in result.stdout
     assert f"warn {tmp_path / 'jobs.json'} has mode 0666" in result.stdout  # written under umask 0
     assert state(tmp_path) == before
+    tmp_path.chmod(0o757)  # the directory's mode is the operator's: said, never promised to change
+    widened = run_app(tmp_path, "doctor")
+    assert f"warn {tmp_path} has mode 0757: others may rename or delete its files" in widened.stdout
+    assert f"warn {tmp_path} has mode 0757; the next start" not in widened.stdout
 
 
 def run_app(data_dir: Path, *args: str, tenants: Path | None = None) -> subprocess.CompletedProcess[str]:
