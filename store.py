@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from jobq.core.clock import Clock
 from jobq.core.config import ConfigError, Settings
-from jobq.storage.jsonfile.lifecycle import RetryPolicy
+from jobq.rules.transitions import RetryPolicy
 from jobq.storage.jsonfile.store import JsonStore
 from jobq.storage.protocol import Store
 from jobq.tenancy.tenants import TenantRegistry

@@ -12,9 +12,9 @@ from typing import Any
 from jobq.core.clock import SystemClock
 from jobq.core.config import Settings
 from jobq.core.errors import CorruptStore
+from jobq.rules.transitions import RECOVERY_FAILED_ERROR
 from jobq.storage.jsonfile.files import is_own_file
 from jobq.storage.jsonfile.journal import DurableLog
-from jobq.storage.jsonfile.lifecycle import RECOVERY_FAILED_ERROR
 from jobq.tenancy.tenants import TenantsDoc, TenantsFileError, new_webhook_secret, updating
 
 

@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from jobq.core.models import Failed, Job, NewJob, Status
-from jobq.storage.jsonfile.lifecycle import MAX_ATTEMPT_HISTORY, MAX_OPERATOR_ACTIONS
+from jobq.rules.transitions import MAX_ATTEMPT_HISTORY, MAX_OPERATOR_ACTIONS
 from jobq.storage.protocol import LeaseRef
 from tests.conftest import RUNNING, Harness, HarnessFactory, store_submit
 

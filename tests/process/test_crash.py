@@ -17,8 +17,8 @@ import aiohttp
 import orjson
 import pytest
 
+from jobq.rules.transitions import RetryPolicy
 from jobq.storage.jsonfile.files import FORMAT, VERSION
-from jobq.storage.jsonfile.lifecycle import RetryPolicy
 from jobq.storage.jsonfile.store import JsonStore
 from jobq.tenancy.tenants import TenantsDoc
 from tests.conftest import ROOT

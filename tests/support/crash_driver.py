@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from jobq.core.models import NewJob
-from jobq.storage.jsonfile.lifecycle import RetryPolicy
+from jobq.rules.transitions import RetryPolicy
 from jobq.storage.jsonfile.store import JsonStore
 from jobq.storage.protocol import RunningLimits
 from tests.support.faults import FaultyFS, Op

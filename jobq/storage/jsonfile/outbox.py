@@ -18,8 +18,8 @@ from jobq.core.timefmt import to_ms
 from jobq.rules.alerts import Alert
 from jobq.rules.delivery_policy import Decision
 from jobq.rules.outbox import DELIVERY_STATUSES, PENDING, Delivery, attempted, redelivered, round_robin
+from jobq.rules.transitions import REDELIVER_INTERVAL_SECONDS, redeliver_wait_seconds, with_action
 from jobq.storage.jsonfile.index import JobIndex
-from jobq.storage.jsonfile.lifecycle import REDELIVER_INTERVAL_SECONDS, redeliver_wait_seconds, with_action
 from jobq.storage.jsonfile.transaction import Transaction, atomic
 
 

@@ -36,18 +36,11 @@ from jobq.rules.jobs import waiting_reason
 from jobq.rules.listing import decode_cursor, encode_cursor, matches
 from jobq.rules.outbox import Delivery
 from jobq.rules.submission import build_jobs
+from jobq.rules.transitions import RECOVERED_ERROR, RECOVERY_FAILED_ERROR, RetryPolicy
+from jobq.rules.transitions import first_unfinished_dependency as _first_unfinished
 from jobq.storage.jsonfile.index import IdemRecord, JobIndex
 from jobq.storage.jsonfile.journal import DurableLog
-from jobq.storage.jsonfile.lifecycle import (
-    RECOVERED_ERROR,
-    RECOVERY_FAILED_ERROR,
-    RetryPolicy,
-    cancel,
-    park,
-    settle,
-    start_attempt,
-)
-from jobq.storage.jsonfile.lifecycle import first_unfinished_dependency as _first_unfinished
+from jobq.storage.jsonfile.lifecycle import cancel, park, settle, start_attempt
 from jobq.storage.jsonfile.limits import LimitOperations
 from jobq.storage.jsonfile.operator import OperatorOperations
 from jobq.storage.jsonfile.outbox import OutboxOperations

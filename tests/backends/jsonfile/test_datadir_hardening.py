@@ -29,9 +29,9 @@ import pytest
 
 from jobq.core.errors import CorruptStore, StoreLocked, StoreUnavailable
 from jobq.core.fsio import FileSystem, atomic_write
+from jobq.rules.transitions import RetryPolicy
 from jobq.storage.jsonfile.files import encode_entry, encode_line, snapshot_chunks
 from jobq.storage.jsonfile.journal import DurableLog
-from jobq.storage.jsonfile.lifecycle import RetryPolicy
 from jobq.storage.jsonfile.store import JsonStore
 from tests.conftest import ROOT, HarnessFactory
 from tests.support.faults import FaultyFS

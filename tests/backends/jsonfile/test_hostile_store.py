@@ -19,8 +19,9 @@ import pytest
 from jobq.cli import doctor
 from jobq.core.errors import StoreUnavailable
 from jobq.core.models import Failed, NewJob, Status
+from jobq.rules.transitions import RECOVERY_FAILED_ERROR
 from jobq.storage.jsonfile import store as store_module
-from jobq.storage.jsonfile.lifecycle import RECOVERY_FAILED_ERROR, settle
+from jobq.storage.jsonfile.lifecycle import settle
 from jobq.storage.jsonfile.transaction import Transaction
 from jobq.storage.protocol import LeaseRef
 from tests.conftest import RUNNING, Harness, HarnessFactory, store_submit

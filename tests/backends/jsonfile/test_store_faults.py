@@ -23,8 +23,8 @@ import orjson
 import pytest
 
 from jobq.core.errors import CorruptStore, StoreLocked
+from jobq.rules.transitions import RetryPolicy
 from jobq.storage.jsonfile.files import FORMAT, VERSION, encode_entry, encode_line
-from jobq.storage.jsonfile.lifecycle import RetryPolicy
 from jobq.storage.jsonfile.store import JsonStore
 from tests.conftest import ROOT, Harness, HarnessFactory
 from tests.support.faults import JOURNAL, SNAPSHOT_TMP, FaultyFS, Op
