@@ -32,7 +32,7 @@ from jobq.worker.builtin import register_builtins  # noqa: E402
 from jobq.worker.handlers import Registry  # noqa: E402
 from jobq.worker.pool import Worker  # noqa: E402
 from store import create_store  # noqa: E402
-from tests.receivers import Answer, Receiver, ServerFactory, start_receiver  # noqa: E402
+from tests.support.receivers import Answer, Receiver, ServerFactory, start_receiver  # noqa: E402
 
 
 @dataclass

@@ -30,6 +30,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from tests.conftest import Harness
+from tests.support.backends import durable_state
 
 PROBLEM = "application/problem+json"
 MISSING_ID = "00000000-0000-4000-8000-000000000000"
@@ -48,9 +49,8 @@ def fuzz_settings(examples: int) -> settings:
 # ---- the invariant -------------------------------------------------------------
 
 
-async def store_state(jobq: Harness) -> tuple[Any, ...]:
-    jobs = {job_id: (job.status, job.attempts, job.updated_at) for job_id, job in jobq.store.index.jobs.items()}
-    return await jobq.store.counts(None), set(jobs), jobs, set(jobq.store.index.idem)
+async def store_state(jobq: Harness) -> dict[str, Any]:
+    return await durable_state(jobq)
 
 
 PAGES = frozenset({"/", "/login", "/help"})  # browser pages answer HTML; the API answers JSON

@@ -19,6 +19,7 @@ import pytest
 from jobq.core import strict_json
 from jobq.core.errors import BadRequest
 from tests.conftest import Harness
+from tests.support.backends import durable_state
 
 PROBLEM = "application/problem+json"
 JSON_CT = {"Content-Type": "application/json"}
@@ -73,12 +74,7 @@ def files_of(jobq: Harness) -> dict[str, bytes]:
 async def snapshot(jobq: Harness) -> dict[str, Any]:
     """Everything a refused request must leave as it was: jobs (with status and
     updatedAt), remembered Idempotency-Keys, counts, and the files on disk."""
-    return {
-        "jobs": {job_id: (job.status, job.updated_at) for job_id, job in jobq.store.index.jobs.items()},
-        "idem": set(jobq.store.index.idem),
-        "counts": await jobq.store.counts(None),
-        "files": files_of(jobq),
-    }
+    return {**await durable_state(jobq), "files": files_of(jobq)}
 
 
 async def assert_no_jobs(jobq: Harness, who: str = "acme") -> None:
@@ -500,7 +496,7 @@ async def test_two_idempotency_key_headers_are_400(jobq: Harness) -> None:
     problem = await assert_problem(response, 400)
     assert "one Idempotency-Key" in problem["detail"]
     await assert_no_jobs(jobq)
-    assert not jobq.store.index.idem
+    assert not (await durable_state(jobq))["idem"]
 
 
 async def test_longest_key_and_every_allowed_character_are_accepted(jobq: Harness) -> None:
@@ -515,7 +511,7 @@ async def test_nothing_is_remembered_for_a_refused_request(jobq: Harness) -> Non
     headers = jobq.headers(**{"Idempotency-Key": "retry-me"})
     refused = await jobq.client.post("/jobs", json={"type": "echo", "priority": 9}, headers=headers)
     await assert_problem(refused, 422, "priority")
-    assert not jobq.store.index.idem
+    assert not (await durable_state(jobq))["idem"]
     accepted = await jobq.client.post("/jobs", json={"type": "echo"}, headers=headers)
     assert accepted.status == 201
     assert "Idempotent-Replayed" not in accepted.headers

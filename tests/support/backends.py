@@ -4,7 +4,8 @@
 `backend` and `make_harness` from here into their conftest.py, so each of their
 tests runs once per value: the root `make_harness` (tests/conftest.py) starts jobq
 with `store_url` set to the backend's. A new backend (PostgreSQL, issue 10) adds its
-value here and its URL to `store_url`; nothing in those folders is copied.
+value here, its URL to `store_url` and its branch to `durable_state`; nothing in
+those folders is copied.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from jobq.storage.jsonfile.store import JsonStore
 from tests.conftest import Harness, HarnessFactory
 
 BACKENDS = ["json"]
@@ -40,3 +42,17 @@ def make_harness(backend: str, make_harness: HarnessFactory) -> HarnessFactory:
         return await make_harness(**overrides)
 
     return start
+
+
+async def durable_state(h: Harness) -> dict[str, Any]:
+    """What the store holds, for "a refused request changed nothing" checks:
+    every job (status, attempts, updatedAt), the remembered Idempotency-Keys
+    and the counts. The protocol has no "every job" read, so each backend
+    says how to look."""
+    store = h.store
+    if isinstance(store, JsonStore):
+        jobs = {job_id: (job.status, job.attempts, job.updated_at) for job_id, job in store.index.jobs.items()}
+        idem = set(store.index.idem)
+    else:
+        raise AssertionError(f"durable_state does not know {type(store).__name__}")
+    return {"jobs": jobs, "idem": idem, "counts": await store.counts(None)}

@@ -448,7 +448,7 @@ def test_finished_counter_keeps_a_sliding_minute() -> None:
 
 async def test_webhook_deliveries_are_pushed_to_their_tenant_only(make_harness: Any, receive: Any) -> None:
     from jobq.web.factory import SENDER
-    from tests.receivers import answer
+    from tests.support.receivers import answer
 
     jobq = await make_harness(allow_private_urls=True)
     hook = await receive(answer(204))
