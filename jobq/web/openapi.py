@@ -3,7 +3,7 @@
 The schemas come from the models of `schemas.py` (the ones `validation.py`
 checks requests with), the operations from the table `OPERATIONS` below:
 method, path, operationId, request model, answers, problem statuses,
-security. `tests/test_openapi.py` checks that table against the app's router
+security. `tests/api/test_openapi.py` checks that table against the app's router
 both ways, so a route cannot be served undocumented or documented unserved.
 Every path of the app is described, the dashboard's HTML pages included;
 only `/static/{filename}` (the dashboard's files) is left out.
