@@ -128,7 +128,7 @@ class Harness:
 
     client: TestClient[web.Request, web.Application]
     app: web.Application
-    store: JsonStore
+    store: Store
     clock: FakeClock
     keys: Keys
     settings: Settings

@@ -24,6 +24,7 @@ from jobq.storage.jsonfile import store as store_module
 from jobq.storage.jsonfile.lifecycle import settle
 from jobq.storage.jsonfile.transaction import Transaction
 from jobq.storage.protocol import LeaseRef
+from tests.backends.jsonfile.support import json_store
 from tests.conftest import RUNNING, Harness, HarnessFactory, store_submit
 
 DEEP = 10_000
@@ -61,16 +62,16 @@ async def fan_out(h: Harness, width: int) -> tuple[str, list[str]]:
 
 
 def statuses(h: Harness, ids: list[str]) -> list[Status]:
-    return [h.store.index.jobs[i].status for i in ids]
+    return [json_store(h).index.jobs[i].status for i in ids]
 
 
 async def test_a_cascade_is_one_journal_commit(jobq: Harness) -> None:
     ids = await chain(jobq, 3000)
-    commits = jobq.store.log.commits
+    commits = json_store(jobq).log.commits
     response = await jobq.client.post(f"/jobs/{ids[0]}/cancel", headers=jobq.headers())
     assert response.status == 200
     assert statuses(jobq, ids) == [Status.CANCELLED] * 3000
-    assert jobq.store.log.commits == commits + 1
+    assert json_store(jobq).log.commits == commits + 1
 
 
 # ---- any exception inside a change ----------------------------------------------
@@ -78,7 +79,7 @@ async def test_a_cascade_is_one_journal_commit(jobq: Harness) -> None:
 
 def fail_on_put(h: Harness, monkeypatch: pytest.MonkeyPatch, nth: int) -> Callable[[], int]:
     """Make the index raise on its `nth` put from now on (once); returns a call counter."""
-    put = h.store.index.put
+    put = json_store(h).index.put
     calls = 0
 
     def faulty(job: Any) -> Any:
@@ -88,16 +89,16 @@ def fail_on_put(h: Harness, monkeypatch: pytest.MonkeyPatch, nth: int) -> Callab
             raise RuntimeError("injected fault inside the transaction")
         return put(job)
 
-    monkeypatch.setattr(h.store.index, "put", faulty)
+    monkeypatch.setattr(json_store(h).index, "put", faulty)
     return lambda: calls
 
 
 async def snapshot_of(h: Harness) -> dict[str, Any]:
     return {
-        "jobs": {i: j.to_record() for i, j in h.store.index.jobs.items()},
+        "jobs": {i: j.to_record() for i, j in json_store(h).index.jobs.items()},
         "counts": await h.store.counts("acme"),
-        "deliveries": {i: d.to_record() for i, d in h.store.index.deliveries.items()},
-        "unwritten": dict(h.store.index.unwritten_deliveries),
+        "deliveries": {i: d.to_record() for i, d in json_store(h).index.deliveries.items()},
+        "unwritten": dict(json_store(h).index.unwritten_deliveries),
     }
 
 
@@ -106,7 +107,7 @@ async def test_an_exception_half_way_through_a_cascade_changes_nothing_and_answe
 ) -> None:
     ids = await chain(jobq, 3000)
     before = await snapshot_of(jobq)
-    commits = jobq.store.log.commits
+    commits = json_store(jobq).log.commits
     fail_on_put(jobq, monkeypatch, 1500)
 
     with caplog.at_level(logging.ERROR):
@@ -119,7 +120,7 @@ async def test_an_exception_half_way_through_a_cascade_changes_nothing_and_answe
     assert problem["type"].endswith("store-unavailable")
     assert "injected" not in str(problem)  # internals stay in the log
     assert await snapshot_of(jobq) == before
-    assert jobq.store.log.commits == commits
+    assert json_store(jobq).log.commits == commits
     assert any("injected fault" in (r.exc_text or "") for r in caplog.records)
 
     monkeypatch.undo()
@@ -142,7 +143,7 @@ async def test_an_exception_building_a_submit_leaves_no_job_and_no_idempotency_k
 
     assert response.status == 503
     assert await snapshot_of(jobq) == before
-    assert jobq.store.index.idem == {}
+    assert json_store(jobq).index.idem == {}
     monkeypatch.undo()
     response = await jobq.client.post(
         "/jobs/batch", json={"jobs": jobs}, headers=jobq.headers(**{"Idempotency-Key": "k1"})
@@ -162,7 +163,7 @@ async def test_an_exception_while_settling_an_attempt_keeps_the_attempt_running(
         await jobq.store.finish(LeaseRef(job["jobId"], 1), Failed("boom", permanent=True), jobq.clock.now())
 
     assert await snapshot_of(jobq) == before
-    assert jobq.store.index.jobs[job["jobId"]].status is Status.RUNNING
+    assert json_store(jobq).index.jobs[job["jobId"]].status is Status.RUNNING
 
 
 # ---- recovery at start ------------------------------------------------------
@@ -193,17 +194,17 @@ async def test_a_job_whose_recovery_raises_is_parked_and_the_start_goes_on(
     with caplog.at_level(logging.ERROR):
         h = await make_harness()
 
-    parked = h.store.index.jobs[bad["jobId"]]
+    parked = json_store(h).index.jobs[bad["jobId"]]
     assert parked.status is Status.FATAL
     assert parked.last_error is not None
     assert parked.last_error.startswith(RECOVERY_FAILED_ERROR)
     assert "this job cannot be settled" in parked.last_error
-    assert h.store.index.jobs[waiting].status is Status.CANCELLED
-    assert h.store.index.jobs[good["jobId"]].status is Status.RETRY
+    assert json_store(h).index.jobs[waiting].status is Status.CANCELLED
+    assert json_store(h).index.jobs[good["jobId"]].status is Status.RETRY
     assert any(f"action=recover_failed jobId={bad['jobId']}" in r.getMessage() for r in caplog.records)
     monkeypatch.undo()
     h = await restart(h, make_harness)  # the parking was written
-    assert h.store.index.jobs[bad["jobId"]].status is Status.FATAL
+    assert json_store(h).index.jobs[bad["jobId"]].status is Status.FATAL
     await h.client.close()
     capsys.readouterr()
     doctor(h.settings)
@@ -239,12 +240,12 @@ async def test_a_committed_transaction_is_freed_without_the_garbage_collector(jo
     gc.disable()
     try:
         for commit in ("commit", "commit_nowait"):
-            tx = Transaction(jobq.store.index)
-            tx.put(jobq.store.index.jobs[job["jobId"]].evolve(priority=2))
+            tx = Transaction(json_store(jobq).index)
+            tx.put(json_store(jobq).index.jobs[job["jobId"]].evolve(priority=2))
             if commit == "commit":
-                await tx.commit(jobq.store.log.commit, jobq.store._listeners)
+                await tx.commit(json_store(jobq).log.commit, json_store(jobq)._listeners)
             else:
-                await tx.commit_nowait(jobq.store.log.commit, jobq.store._listeners)
+                await tx.commit_nowait(json_store(jobq).log.commit, json_store(jobq)._listeners)
             freed = weakref.ref(tx)
             del tx
             assert freed() is None, commit

@@ -7,6 +7,7 @@ import errno
 from pathlib import Path
 
 from jobq.storage.jsonfile.files import decode_line
+from tests.backends.jsonfile.support import json_store
 from tests.conftest import Harness, HarnessFactory
 from tests.support.faults import JOURNAL, FaultyFS
 
@@ -37,5 +38,5 @@ async def test_an_ending_that_is_not_written_leaves_no_delivery(make_harness: Ha
     fs.fail("fsync", errno.EIO, path=JOURNAL)
     response = await jobq.client.post(f"/jobs/{job['jobId']}/cancel", headers=jobq.headers())
     assert response.status == 503
-    assert jobq.store.index.deliveries == {}
+    assert json_store(jobq).index.deliveries == {}
     assert (await jobq.get(job["jobId"]))["status"] == "queued"

@@ -26,6 +26,7 @@ from jobq.core.errors import CorruptStore, StoreLocked
 from jobq.rules.transitions import RetryPolicy
 from jobq.storage.jsonfile.files import FORMAT, VERSION, encode_entry, encode_line
 from jobq.storage.jsonfile.store import JsonStore
+from tests.backends.jsonfile.support import json_store
 from tests.conftest import ROOT, Harness, HarnessFactory
 from tests.support.faults import JOURNAL, SNAPSHOT_TMP, FaultyFS, Op
 
@@ -75,10 +76,10 @@ async def restart(h: Harness, make_harness: HarnessFactory, **overrides: Any) ->
 
 
 async def compaction_settled(h: Harness) -> None:
-    future = h.store.log._compacting
+    future = json_store(h).log._compacting
     if future is not None:
         await asyncio.wait([future], timeout=10)
-    assert h.store.log._compacting is None
+    assert json_store(h).log._compacting is None
 
 
 async def submit_until(h: Harness, reached: Callable[[], bool], limit: int = 20) -> list[str]:

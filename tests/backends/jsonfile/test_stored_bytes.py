@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from jobq.tenancy.tenants import TenantsDoc
+from tests.backends.jsonfile.support import json_store
 from tests.conftest import Harness, HarnessFactory
 
 LIMIT = 200_000
@@ -30,7 +31,7 @@ async def test_submits_beyond_max_stored_bytes_are_refused_until_space_comes_bac
     h = await with_limit(make_harness)
     for _ in range(3):
         await h.submit(payload=big_payload())
-    stored = h.store.index.stored_bytes("acme")
+    stored = json_store(h).index.stored_bytes("acme")
     assert 180_000 < stored <= LIMIT
 
     response = await h.client.post("/jobs", json={"type": "echo", "payload": big_payload()}, headers=h.headers())
@@ -41,13 +42,13 @@ async def test_submits_beyond_max_stored_bytes_are_refused_until_space_comes_bac
     problem = await response.json()
     assert problem["type"].endswith("storage-quota-exceeded")
     assert "maxStoredBytes" in problem["detail"]
-    assert h.store.index.stored_bytes("acme") == stored  # nothing was stored
+    assert json_store(h).index.stored_bytes("acme") == stored  # nothing was stored
     assert (await h.submit("globex", payload=big_payload()))["status"] == "queued"  # other tenants unaffected
 
     await h.drain()
     h.clock.advance(8 * 86400)
     await h.store.purge(h.clock.now(), 7 * 86400)
-    assert h.store.index.stored_bytes("acme") == 0
+    assert json_store(h).index.stored_bytes("acme") == 0
     await h.submit(payload=big_payload())
 
 
@@ -59,7 +60,7 @@ async def test_a_batch_that_could_never_fit_is_a_413(make_harness: HarnessFactor
 
     assert response.status == 413
     assert "maxStoredBytes" in (await response.json())["detail"]
-    assert h.store.index.stored_bytes("acme") == 0
+    assert json_store(h).index.stored_bytes("acme") == 0
 
 
 async def test_retained_bytes_are_the_same_after_a_restart(make_harness: HarnessFactory) -> None:
@@ -67,9 +68,9 @@ async def test_retained_bytes_are_the_same_after_a_restart(make_harness: Harness
     for n in range(3):
         await h.submit(payload={"n": n, "blob": "y" * 1000})
     await h.drain()
-    before = h.store.index.stored_bytes("acme")
+    before = json_store(h).index.stored_bytes("acme")
     await h.client.close()
 
     h = await make_harness()
 
-    assert h.store.index.stored_bytes("acme") == before
+    assert json_store(h).index.stored_bytes("acme") == before

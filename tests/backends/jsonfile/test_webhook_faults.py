@@ -13,6 +13,7 @@ import pytest
 
 from jobq.core.clock import FakeClock
 from tests.api.test_webhooks import finished_with_webhook, send_due, sender, the_delivery
+from tests.backends.jsonfile.support import json_store
 from tests.conftest import HarnessFactory
 from tests.support.faults import JOURNAL, FaultyFS, GatedFS
 from tests.support.receivers import answer
@@ -51,7 +52,7 @@ async def test_nothing_is_sent_before_the_ending_is_durable(make_harness: Harnes
     job = await jobq.submit(delaySeconds=60, webhookUrl=receiver.url())
     fs.gate.clear()
     cancelling = asyncio.ensure_future(jobq.client.post(f"/jobs/{job['jobId']}/cancel", headers=jobq.headers()))
-    while not jobq.store.index.deliveries:  # the ending and its delivery are in memory, not yet on disk
+    while not json_store(jobq).index.deliveries:  # the ending and its delivery are in memory, not yet on disk
         await asyncio.sleep(0.001)
     assert await sender(jobq).run_once() == 0  # a write that may yet fail: not sent
     fs.gate.set()

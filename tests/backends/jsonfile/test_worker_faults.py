@@ -42,4 +42,3 @@ async def test_claim_that_cannot_be_written_stops_the_handler_and_the_job_runs_l
     assert done["status"] == "succeeded"
     assert done["attempts"] == 1  # the lost claim left no trace...
     assert started == [1, 1]  # ...but its handler had begun: at-least-once, same attempt number
-
