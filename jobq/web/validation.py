@@ -35,6 +35,7 @@ from jobq.web.schemas import (
     BatchItem,
     BatchRequest,
     BulkFilter,
+    BulkRequest,
     ListParams,
     SubmitRequest,
     parse_timestamp,
@@ -51,7 +52,7 @@ __all__ = [
     "TYPE_PATTERN",
     "SubmitDefaults",
     "parse_batch",
-    "parse_filter",
+    "parse_bulk",
     "parse_list_query",
     "parse_statuses",
     "parse_submit",
@@ -79,6 +80,7 @@ _JOB_MESSAGES = _messages(BatchItem)
 _JOB_RANK = {name: rank for rank, name in enumerate(_JOB_MESSAGES, start=1)}
 _BATCH_MESSAGES = _messages(BatchRequest)
 _FILTER_MESSAGES = _messages(BulkFilter)
+_BULK_MESSAGES = {**_messages(BulkRequest), "filter": "an object"}
 
 
 def _field_error(prefix: str, loc: tuple[int | str, ...], kind: str, messages: Mapping[str, str]) -> FieldError:
@@ -276,16 +278,8 @@ def parse_list_query(params: Mapping[str, str], tenant_id: str | None, *, is_adm
     )
 
 
-def parse_filter(raw: Any, tenant_id: str | None) -> ListQuery:
-    """The `filter` object of `POST /jobs/bulk` (`schemas.BulkFilter`); an
-    empty status list matches no job (not "any status")."""
-    if not isinstance(raw, dict):
-        raise ValidationFailed("filter must be an object", errors=[FieldError("filter", "an object")])
-    try:
-        model = BulkFilter.model_validate(raw)
-    except ValidationError as exc:
-        errors = _dedupe(_field_error("filter.", e["loc"], e["type"], _FILTER_MESSAGES) for e in exc.errors())
-        raise ValidationFailed("filter is not valid", errors=errors) from None
+def _filter_query(model: BulkFilter, tenant_id: str | None) -> ListQuery:
+    """The jobs a bulk `filter` names; an empty status list matches no job (not "any status")."""
     status = model.status
     statuses = None if status is None else frozenset(status if isinstance(status, list) else [status])
     return ListQuery(
@@ -295,3 +289,48 @@ def parse_filter(raw: Any, tenant_id: str | None) -> ListQuery:
         q=model.q or None,
         limit=MAX_LIST_LIMIT,
     )
+
+
+def _bulk_errors(exc: ValidationError) -> list[FieldError]:
+    """A bulk body's pydantic errors: the filter's by its own fields
+    (`filter.status`, `filter.colour` unknown), the others by their top field."""
+    errors = []
+    for e in exc.errors():
+        loc = e["loc"]
+        if len(loc) > 1 and loc[0] == "filter":
+            errors.append(_field_error("filter.", loc[1:], e["type"], _FILTER_MESSAGES))
+        else:
+            errors.append(_field_error("", loc, e["type"], _BULK_MESSAGES))
+    return _dedupe(errors)
+
+
+@dataclass(frozen=True, slots=True)
+class BulkAction:
+    """A checked `POST /jobs/bulk`: the action, and either the listed job ids
+    or the filter's query (`job_ids` None)."""
+
+    action: str
+    job_ids: list[str] | None
+    query: ListQuery
+
+
+def parse_bulk(body: Any, tenant_id: str | None) -> BulkAction:
+    """The body of `POST /jobs/bulk` (`schemas.BulkRequest`): 400 if not an
+    object, 422 naming every field at fault (the filter's as `filter.status`).
+    Exactly one of `filter` and `jobIds`; `"jobIds": null` is an error, never
+    "every job of the tenant"."""
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    model: BulkRequest | None = None
+    try:
+        model = BulkRequest.model_validate(body)
+        errors: list[FieldError] = []
+    except ValidationError as exc:
+        errors = _bulk_errors(exc)
+    if ("filter" in body) == ("jobIds" in body) and not any(e.field == "filter" for e in errors):
+        errors.append(FieldError("filter", "give either filter or jobIds"))
+    if errors or model is None:
+        raise ValidationFailed("the bulk request is not valid", errors=errors)
+    if "jobIds" in body:
+        return BulkAction(model.action, list(model.job_ids), ListQuery(tenant_id))
+    return BulkAction(model.action, None, _filter_query(model.filter, tenant_id))

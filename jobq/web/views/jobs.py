@@ -33,7 +33,7 @@ from jobq.web.connlimits import refuse_request
 from jobq.web.idempotency import idem_request
 from jobq.web.request_body import check_utf8, defer_continue, read_body
 from jobq.web.services import Services, services_of
-from jobq.web.validation import parse_batch, parse_filter, parse_list_query, parse_submit
+from jobq.web.validation import parse_batch, parse_bulk, parse_list_query, parse_submit
 
 routes = web.RouteTableDef()
 
@@ -290,25 +290,9 @@ async def retry_job(request: web.Request) -> web.Response:
 async def bulk(request: web.Request) -> web.Response:
     services = services_of(request)
     principal = require_writer(request)
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
-    errors = [FieldError(k, "unknown field") for k in sorted(set(body) - {"action", "filter", "jobIds"})]
-    action = body.get("action")
-    if action not in ("cancel", "retry"):
-        errors.append(FieldError("action", "cancel or retry"))
-    if ("filter" in body) == ("jobIds" in body):
-        errors.append(FieldError("filter", "give either filter or jobIds"))
-    job_ids = body.get("jobIds")
-    # `"jobIds": null` must not fall through to "every job of the tenant".
-    if "jobIds" in body and (
-        not isinstance(job_ids, list) or len(job_ids) > 10000 or not all(isinstance(i, str) for i in job_ids)
-    ):
-        errors.append(FieldError("jobIds", "a list of at most 10000 job ids"))
-    if errors or not isinstance(action, str):
-        raise ValidationFailed("the bulk request is not valid", errors=errors)
-    query = parse_filter(body["filter"], principal.tenant_id) if "filter" in body else ListQuery(principal.tenant_id)
-    matched, changed = await services.store.bulk(query, job_ids, action, principal.actor, services.clock.now())
+    checked = parse_bulk(await read_json(request), principal.tenant_id)
+    now = services.clock.now()
+    matched, changed = await services.store.bulk(checked.query, checked.job_ids, checked.action, principal.actor, now)
     return json_response({"matched": matched, "changed": changed})
 
 
