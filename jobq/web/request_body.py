@@ -80,6 +80,15 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
         request[CONTINUE_DEFERRED] = False
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         request.writer.output_size = 0  # as aiohttp does: the answer proper has not started
+    content = request.content
+    if content.is_eof() and content.exception() is None:
+        # The whole body came with the headers (most small requests): nothing
+        # to wait for, so no timer to arm.
+        whole = content.read_nowait()
+        if len(whole) > max_bytes:
+            refuse_request(request, "body_too_large")
+            raise PayloadTooLarge(f"the request body is over {max_bytes} bytes (after decoding)")
+        return whole
     loop = asyncio.get_running_loop()
     start = loop.time()
     end = start + settings.body_timeout_seconds
@@ -90,7 +99,7 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
         due = min(end, start + GRACE_SECONDS + len(body) / rate) if rate else end
         try:
             async with asyncio.timeout_at(due):
-                chunk = await request.content.readany()
+                chunk = await content.readany()
         except TimeoutError:
             refuse_request(request, "body_timeout", f"received={len(body)}")
             raise BodyTimeout(_too_slow(len(body), loop.time() - start, settings.body_timeout_seconds, rate)) from None

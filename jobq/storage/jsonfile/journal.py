@@ -20,6 +20,8 @@ import asyncio
 import fcntl
 import logging
 import os
+import queue
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -73,10 +75,15 @@ class DurableLog:
         self._journal_size = 0
         self._dirty = False  # the journal may hold bytes of a failed commit
         self._pending: list[_Pending] = []
-        self._writing: asyncio.Future[None] | None = None  # the write in the journal thread
+        self._writing = False  # a write is in the journal thread
         self._idle: asyncio.Future[None] | None = None  # close() waits on it
         self._compacting: asyncio.Future[None] | None = None
-        self._io = ThreadPoolExecutor(1, thread_name_prefix="jobq-journal")
+        # The journal thread, started with the first write: a queue and a
+        # thread of its own rather than an executor (no executor future, no
+        # chained asyncio future per write; the answer is one call_soon_threadsafe).
+        self._writes: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, bytes] | None] = queue.SimpleQueue()
+        self._in_flight: list[_Pending] = []  # the changes of the write in the journal thread
+        self._writer: threading.Thread | None = None
         self._bg = ThreadPoolExecutor(1, thread_name_prefix="jobq-snapshot")
         self._closing = False
         self.healthy = True
@@ -208,7 +215,7 @@ class DurableLog:
             raise StoreUnavailable("the store is closing", retry_after=5)
         entries = [(k, encode_entry(k, v), v is None) for k, v in changes.items()]
         self._pending.append(_Pending(entries, undo, future))
-        if self._writing is None:
+        if not self._writing:
             self._write_pending()
         return future
 
@@ -217,12 +224,35 @@ class DurableLog:
         fsync; changes queued meanwhile wait for the next (group commit)."""
         batch, self._pending = self._pending, []
         data = b"".join(encode_line([entry for _, entry, _ in p.entries]) for p in batch)
-        self._writing = asyncio.get_running_loop().run_in_executor(self._io, self._append, data)
-        self._writing.add_done_callback(lambda written: self._written(written, batch))
+        self._writing = True
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_forever, name="jobq-journal", daemon=True)
+            self._writer.start()
+        self._in_flight = batch
+        self._writes.put((asyncio.get_running_loop(), data))
 
-    def _written(self, written: asyncio.Future[None], batch: list[_Pending]) -> None:
-        self._writing = None
-        error = written.exception()
+    def _write_forever(self) -> None:
+        """The journal thread: append and fsync each write handed to it, and
+        answer on the event loop that handed it (`_written`). It never holds
+        the batch (its transactions are freed as soon as the loop is done)."""
+        while True:
+            item = self._writes.get()
+            if item is None:
+                return
+            loop, data = item
+            error: BaseException | None = None
+            try:
+                self._append(data)
+            except BaseException as exc:  # answered on the loop, like an OSError: nobody may wait for ever
+                error = exc
+            try:
+                loop.call_soon_threadsafe(self._written, error)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                return
+
+    def _written(self, error: BaseException | None) -> None:
+        batch, self._in_flight = self._in_flight, []
+        self._writing = False
         if error is not None:
             # An OSError is the disk's; anything else a bug in the writer. Either
             # way the batch (and all queued behind it) is undone and refused:
@@ -353,7 +383,7 @@ class DurableLog:
     async def close(self) -> None:
         """Write what is queued, wait for a running snapshot, release the lock."""
         self._closing = True
-        if self._writing is not None:
+        if self._writing:
             self._idle = asyncio.get_running_loop().create_future()
             await self._idle
         if self._compacting is not None:
@@ -371,7 +401,10 @@ class DurableLog:
                 fd, self._journal_fd = self._journal_fd, None
                 self.fs.close(fd)
         finally:
-            self._io.shutdown(wait=True)
+            if self._writer is not None:
+                self._writes.put(None)
+                self._writer.join()
+                self._writer = None
             self._bg.shutdown(wait=True)
             if self._lock_fd is not None:
                 os.close(self._lock_fd)

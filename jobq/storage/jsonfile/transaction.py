@@ -11,9 +11,9 @@ jobs and deliveries only after they are durable.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from types import TracebackType
 from typing import Any
 
 from jobq.core.errors import JobqError, StoreUnavailable
@@ -108,6 +108,20 @@ class Transaction:
         self.index.remove_idem(record.tenant_id, record.key)
         if old is not None:
             self.index.put_idem(old)
+
+    # A class-based context manager (`atomic`): cheaper than a generator's, on every change.
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc is None:
+            return
+        self.rollback()
+        error = _as_store_error(exc)
+        if error is exc:
+            return  # raised as it is
+        logger.exception("action=change_failed changes=%d", len(self._changes), exc_info=exc)
+        raise error from exc
 
     def latest(self, job_id: str) -> Job | None:
         """The version this transaction wrote, or the index's."""
@@ -204,23 +218,13 @@ class Transaction:
                 logger.exception("action=listener_failed events=%d", len(events))
 
 
-@contextlib.contextmanager
-def atomic(index: JobIndex) -> Iterator[Transaction]:
+def atomic(index: JobIndex) -> Transaction:
     """A transaction whose changes to memory are all undone if building them
     raises, whatever the exception: nothing half-applied is ever visible. A
     `JobqError` (a 404, a 409) passes through as it is; anything else is a
     fault in jobq, logged with its traceback and raised as `StoreUnavailable`
-    (a 503 with Retry-After, never a bare 500)."""
-    tx = Transaction(index)
-    try:
-        yield tx
-    except BaseException as exc:
-        tx.rollback()
-        error = _as_store_error(exc)
-        if error is exc:
-            raise
-        logger.exception("action=change_failed changes=%d", len(tx._changes))
-        raise error from exc
+    (a 503 with Retry-After, never a bare 500). Use as `with atomic(index) as tx:`."""
+    return Transaction(index)
 
 
 def _as_store_error(exc: BaseException) -> BaseException:
