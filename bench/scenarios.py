@@ -14,8 +14,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from bench.client import (
     BATCH_SIZE,
+    ECHO_JOB,
     HEALTHZ,
     SUBMIT,
     Api,
@@ -30,7 +33,7 @@ from bench.live import live_drain, live_latency
 from bench.neighbours import noisy_neighbour
 from bench.payload_memory import payload_memory
 from bench.report import Row
-from bench.server import Server, fresh_server, temp_server
+from bench.server import BARE_COMMAND, Server, fresh_server, temp_server
 from bench.soak import soak
 from bench.stats import count, ms, percentile, rate
 from bench.webhooks import webhook_drain
@@ -38,6 +41,8 @@ from bench.webhooks import webhook_drain
 logger = logging.getLogger("bench")
 
 SUBMIT_TARGETS = {1: 2000.0, 50: 6000.0}  # submits/s by number of clients
+BARE_RATIO_TARGET = 0.5  # one client's submits/s over its POSTs/s to a bare aiohttp JSON handler
+BATCH_TARGET = 25_000.0  # jobs/s through POST /jobs/batch
 P99_GROWTH_LIMIT = 1.5  # p99 at the most retained jobs over p99 at the fewest
 DRAIN_TARGET = 6000.0  # jobs/s
 PICKUP_P50_TARGET = 0.001  # seconds
@@ -50,6 +55,7 @@ class Plan:
     """How much of everything to do: `FULL` for `make bench`, `QUICK` for a smoke run."""
 
     levels: tuple[int, ...]  # retained jobs before a submit measurement
+    batches: tuple[tuple[int, int, int], ...]  # POST /jobs/batch: (jobs a request, clients, requests measured)
     requests: tuple[tuple[int, int], ...]  # (clients, requests measured)
     warmup: int  # requests before each measurement, not counted
     time_cap: float  # seconds; a measurement stops early after this
@@ -63,11 +69,13 @@ class Plan:
 
 FULL = Plan(
     levels=(1_000, 10_000, 100_000), requests=((1, 2_000), (50, 10_000)), warmup=200, time_cap=60.0,
+    batches=((100, 1, 500), (500, 1, 100), (100, 4, 500), (500, 4, 100)),
     drain_jobs=20_000, pickup_samples=300, memory_jobs=100_000,
     payload_jobs=(20_000, 2_000), neighbour_seconds=15.0, soak_seconds=600.0,
 )
 QUICK = Plan(
     levels=(1_000, 10_000), requests=((1, 300), (50, 1_500)), warmup=50, time_cap=10.0,
+    batches=((100, 1, 50), (500, 4, 20)),
     drain_jobs=2_000, pickup_samples=50, memory_jobs=10_000,
     payload_jobs=(5_000, 500), neighbour_seconds=5.0, soak_seconds=60.0,
 )
@@ -131,18 +139,48 @@ async def submit_at(plan: Plan, level: int, clients: int, total: int) -> Load:
         return await measure(server, SUBMIT, plan, clients, total)
 
 
+BARE_POST = "HTTP floor: POST /jobs to a bare aiohttp handler (orjson parse, 201, nothing stored)"
+
+
+async def bare_posts(plan: Plan) -> dict[int, Load]:
+    """The same POST /jobs bodies to `bench.bare_server`, by number of clients."""
+    loads = {}
+    async with temp_server(command=BARE_COMMAND) as server:
+        await server.start(0)
+        for clients, total in plan.requests:
+            loads[clients] = await measure(server, SUBMIT, plan, clients, total)
+    return loads
+
+
 async def submits(plan: Plan) -> list[Row]:
     rows: list[Row] = []
     p99: dict[tuple[int, int], float] = {}
+    bare = await bare_posts(plan)
     for clients, total in plan.requests:
+        rows.append(load_row(BARE_POST, clients_label(clients), bare[clients], None))
         for level in plan.levels:
             logger.info("submit: %s at %s retained jobs", clients_label(clients), count(level))
             load = await submit_at(plan, level, clients, total)
             p99[clients, level] = percentile(load.latencies, 0.99)
             conditions = f"{clients_label(clients)}, {count(level)} retained jobs, worker off (all queued)"
             rows.append(load_row("durable submit: POST /jobs (echo)", conditions, load, SUBMIT_TARGETS.get(clients)))
+            if level == plan.levels[0]:
+                rows.append(bare_ratio_row(plan, clients, load, bare[clients]))
         rows.append(p99_growth_row(plan, clients, p99))
     return rows
+
+
+def bare_ratio_row(plan: Plan, clients: int, load: Load, bare: Load) -> Row:
+    ratio = rate(load.done, load.elapsed) / rate(bare.done, bare.elapsed)
+    target = BARE_RATIO_TARGET if clients == 1 else None
+    return Row(
+        "durable submit over a bare aiohttp JSON POST",
+        f"{clients_label(clients)}, {count(plan.levels[0])} retained jobs",
+        f"{ratio:.2f}x",
+        target=f"≥ {target:g}x" if target else "—",
+        met=None if target is None else ratio >= target,
+        notes=f"{count(rate(load.done, load.elapsed))} /s over {count(rate(bare.done, bare.elapsed))} /s",
+    )
 
 
 def p99_growth_row(plan: Plan, clients: int, p99: dict[tuple[int, int], float]) -> Row:
@@ -154,6 +192,35 @@ def p99_growth_row(plan: Plan, clients: int, p99: dict[tuple[int, int], float]) 
         f"{growth:.2f}x", p99=f"{ms(p99[clients, low])} → {ms(p99[clients, high])}",
         target=f"≤ {P99_GROWTH_LIMIT:g}x", met=growth <= P99_GROWTH_LIMIT,
     )
+
+
+# ---- durable batches -----------------------------------------------------------
+
+
+async def batches(plan: Plan) -> list[Row]:
+    """POST /jobs/batch of `size` echo jobs from `clients` clients, each a
+    fresh server (worker off): jobs made durable a second."""
+    rows = []
+    for size, clients, total in plan.batches:
+        logger.info("batch: %s jobs a request, %s", count(size), clients_label(clients))
+        request = Request("POST", "/jobs/batch", orjson.dumps({"jobs": [ECHO_JOB] * size}), 201)
+        async with fresh_server(0) as server:
+            await run_load(server, request, max(plan.warmup // 10, 5), clients, plan.time_cap)
+            load = await run_load(server, request, total, clients, plan.time_cap)
+        per_second = rate(load.done * size, load.elapsed)
+        rows.append(
+            Row(
+                "durable batch submit: POST /jobs/batch",
+                f"{clients_label(clients)}, {count(size)} echo jobs a request, worker off",
+                f"{count(per_second)} jobs/s",
+                p50=ms(percentile(load.latencies, 0.5)),
+                p99=ms(percentile(load.latencies, 0.99)),
+                target=f"≥ {count(BATCH_TARGET)} jobs/s",
+                met=per_second >= BATCH_TARGET,
+                notes=f"{count(load.done)} requests; " + load_notes(load),
+            )
+        )
+    return rows
 
 
 # ---- draining the queue --------------------------------------------------------
@@ -290,6 +357,7 @@ Scenario = Callable[[Plan], Awaitable[list[Row]]]
 SCENARIOS: dict[str, Scenario] = {
     "floor": http_floor,
     "submit": submits,
+    "batch": batches,
     "drain": drain,
     "pickup": pickup,
     "memory": memory,

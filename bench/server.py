@@ -27,6 +27,7 @@ UNLIMITED = 1_000_000_000
 START_TIMEOUT_SECONDS = 120.0
 STOP_TIMEOUT_SECONDS = 60.0
 SERVER_COMMAND = ("app.py",)  # run by this interpreter, in ROOT
+BARE_COMMAND = ("-m", "bench.bare_server")  # a bare aiohttp JSON handler, for comparison
 
 
 class ServerError(RuntimeError):
@@ -60,9 +61,17 @@ class Server:
     """`python app.py` over one data directory; can be stopped and started
     again on the same directory (with another worker concurrency). `env`:
     more settings (JOBQ_* variables) for every start, over the defaults;
-    `tenants`: more tenants than `bench` (their keys in `keys`)."""
+    `tenants`: more tenants than `bench` (their keys in `keys`); `command`:
+    what this interpreter runs (`BARE_COMMAND` for the bare aiohttp handler)."""
 
-    def __init__(self, data_dir: Path, env: Mapping[str, str] | None = None, tenants: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        env: Mapping[str, str] | None = None,
+        tenants: Sequence[str] = (),
+        command: Sequence[str] = SERVER_COMMAND,
+    ) -> None:
+        self.command = tuple(command)
         self.data_dir = data_dir
         self.extra_env = dict(env or {})
         self.keys = write_tenants(data_dir / "tenants.json", (TENANT, *tenants))
@@ -99,7 +108,7 @@ class Server:
         spawned = time.perf_counter()
         with self.log_path.open("ab") as log:
             self._process = await asyncio.create_subprocess_exec(
-                sys.executable, *SERVER_COMMAND, cwd=ROOT, env=self._env(concurrency),
+                sys.executable, *self.command, cwd=ROOT, env=self._env(concurrency),
                 stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
             )
         await self._wait_healthy()
@@ -147,13 +156,15 @@ class Server:
 
 
 @asynccontextmanager
-async def temp_server(env: Mapping[str, str] | None = None, tenants: Sequence[str] = ()) -> AsyncIterator[Server]:
+async def temp_server(
+    env: Mapping[str, str] | None = None, tenants: Sequence[str] = (), command: Sequence[str] = SERVER_COMMAND
+) -> AsyncIterator[Server]:
     """A server (not yet started) over a new temp data directory, with the
     extra settings `env` and `tenants`; stopped and removed afterwards."""
     with tempfile.TemporaryDirectory(prefix="jobq-bench-") as tmp:
         data_dir = Path(tmp) / "data"
         data_dir.mkdir()
-        server = Server(data_dir, env, tenants)
+        server = Server(data_dir, env, tenants, command)
         try:
             yield server
         finally:
