@@ -64,11 +64,16 @@ def loads(body: bytes) -> Any:
 
 def _keys(value: Any) -> int:
     """How many keys the objects in `value` hold, all levels (at most `MAX_DEPTH` deep, checked before)."""
-    if isinstance(value, dict):
-        return len(value) + sum(_keys(v) for v in value.values() if isinstance(v, dict | list))
-    if isinstance(value, list):
-        return sum(_keys(v) for v in value if isinstance(v, dict | list))
-    return 0
+    count = 0
+    if type(value) is dict:
+        count = len(value)
+        value = value.values()
+    elif type(value) is not list:
+        return 0
+    for item in value:
+        if type(item) is dict or type(item) is list:
+            count += _keys(item)
+    return count
 
 
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)

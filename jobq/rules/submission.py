@@ -22,7 +22,48 @@ def build_jobs(
 ) -> list[Job]:
     """The jobs a (batch) submit creates; raises `ValidationFailed` for an
     unknown or foreign dependency, one that already failed, or a cycle."""
+    single = len(specs) == 1 and specs[0].ref is None
     ids = [new_id() for _ in specs]
+    if any(spec.depends_on or spec.ref is not None for spec in specs):
+        resolved = _resolve(tenant_id, specs, ids, lookup)
+    else:  # the common submit: nothing to resolve, no cycle possible
+        resolved = [[] for _ in specs]
+    new_ids = set(ids)
+    jobs = []
+    for spec, job_id, deps in zip(specs, ids, resolved, strict=True):
+        unfinished = bool(deps) and any(d in new_ids or _unfinished(lookup(d)) for d in deps)
+        if spec.run_at:
+            run_at = to_ms(spec.run_at)
+        else:
+            run_at = now + timedelta(seconds=spec.delay_seconds) if spec.delay_seconds else now
+        jobs.append(
+            Job(
+                job_id=job_id,
+                tenant_id=tenant_id,
+                type=spec.type,
+                payload_json=encode_json(spec.payload),
+                payload_hash=payload_hash(spec.type, spec.payload),
+                status=Status.WAITING if unfinished else Status.QUEUED,
+                priority=spec.priority,
+                max_attempts=spec.max_attempts,
+                timeout_seconds=spec.timeout_seconds,
+                next_run_at=run_at,
+                created_at=now,
+                updated_at=now,
+                idempotency_key=idempotency_key if single else None,
+                webhook_url=spec.webhook_url,
+                depends_on=deps,
+                expires_at=spec.expires_at,
+            )
+        )
+    return jobs
+
+
+def _resolve(
+    tenant_id: str, specs: list[NewJob], ids: list[str], lookup: Callable[[str], Job | None]
+) -> list[list[str]]:
+    """Each spec's dependencies as job ids (refs within the batch resolved);
+    raises `ValidationFailed` as `build_jobs` says."""
     by_ref = {spec.ref: job_id for spec, job_id in zip(specs, ids, strict=True) if spec.ref is not None}
     single = len(specs) == 1 and specs[0].ref is None
     errors: list[FieldError] = []
@@ -50,32 +91,7 @@ def build_jobs(
             "dependsOn forms a cycle: " + " -> ".join(cycle),
             errors=[FieldError("jobs", "cycle: " + " -> ".join(cycle))],
         )
-    new_ids = set(ids)
-    jobs = []
-    for spec, job_id, deps in zip(specs, ids, resolved, strict=True):
-        unfinished = any(d in new_ids or _unfinished(lookup(d)) for d in deps)
-        run_at = to_ms(spec.run_at) if spec.run_at else now + timedelta(seconds=spec.delay_seconds or 0)
-        jobs.append(
-            Job(
-                job_id=job_id,
-                tenant_id=tenant_id,
-                type=spec.type,
-                payload_json=encode_json(spec.payload),
-                payload_hash=payload_hash(spec.type, spec.payload),
-                status=Status.WAITING if unfinished else Status.QUEUED,
-                priority=spec.priority,
-                max_attempts=spec.max_attempts,
-                timeout_seconds=spec.timeout_seconds,
-                next_run_at=run_at,
-                created_at=now,
-                updated_at=now,
-                idempotency_key=idempotency_key if single else None,
-                webhook_url=spec.webhook_url,
-                depends_on=deps,
-                expires_at=spec.expires_at,
-            )
-        )
-    return jobs
+    return resolved
 
 
 def _unfinished(job: Job | None) -> bool:
