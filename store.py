@@ -1,6 +1,7 @@
 """The store's front door (SPEC §10): the seam every backend implements, and
 `open_store(settings, clock, tenants)`, which picks the backend from `JOBQ_STORE`
-(`json`, the default: `jobs.json` in the data directory) and opens it.
+(`json`, the default: `jobs.json` in the data directory; or a `postgresql://`
+URL: `jobq.storage.postgres`, imported only then) and opens it.
 
     store = await open_store(settings, clock, tenants)   # raises StoreUnavailable, StoreLocked, CorruptStore
 
@@ -19,6 +20,8 @@ from jobq.tenancy.tenants import TenantRegistry
 
 __all__ = ["Store", "create_store", "open_store", "retry_policy"]
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
 
 def retry_policy(settings: Settings) -> RetryPolicy:
     return RetryPolicy(
@@ -31,8 +34,19 @@ def retry_policy(settings: Settings) -> RetryPolicy:
 def create_store(settings: Settings, tenants: TenantRegistry) -> Store:
     """The backend `JOBQ_STORE` names, not yet opened. Raises `ConfigError`
     for a backend this build does not have."""
+    if settings.store_url.startswith(POSTGRES_SCHEMES):
+        from jobq.storage.postgres.store import PostgresStore
+
+        return PostgresStore(
+            settings.store_url,
+            retry=retry_policy(settings),
+            aging_seconds=settings.aging_seconds,
+            worker_slots=settings.worker_concurrency,
+        )
     if settings.store_url != "json":
-        raise ConfigError(f"JOBQ_STORE={settings.store_url!r} is not supported by this build; use 'json'")
+        raise ConfigError(
+            f"JOBQ_STORE={settings.store_url!r} is not supported by this build; use 'json' or a postgresql:// URL"
+        )
     return JsonStore(
         settings.data_dir,
         retry=retry_policy(settings),

@@ -177,8 +177,8 @@ async def make_harness(
         effective = replace(settings, **overrides)
         tenants = TenantRegistry(effective.tenants_file, clock.monotonic)
         store = create_store(effective, tenants)
-        assert isinstance(store, JsonStore)
         if fs is not None:
+            assert isinstance(store, JsonStore), "fault injection is the JSON store's"
             store.log.fs = fs
         await store.open(clock.now())
         app = create_app(effective, store, clock, registry=registry, tenants=tenants, run_worker=False)
