@@ -4,7 +4,7 @@
 `backend` and `make_harness` from here into their conftest.py, so each of their
 tests runs once per value: the root `make_harness` (tests/conftest.py) starts jobq
 with `store_url` set to the backend's. `JOBQ_TEST_BACKENDS` (comma-separated, e.g.
-`json,postgres`) replaces the default list for a run. PostgreSQL runs on this
+`json`) replaces the default list, both, for a run. PostgreSQL runs on this
 session's own database (tests/support/postgres.py), its tables emptied before each
 test.
 """
@@ -22,7 +22,7 @@ from tests.conftest import Harness, HarnessFactory
 from tests.support import postgres
 
 KNOWN = ("json", "postgres")
-DEFAULT_BACKENDS = ["json"]
+DEFAULT_BACKENDS = ["json", "postgres"]
 
 
 def _backends() -> list[str]:
