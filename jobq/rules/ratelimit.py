@@ -10,6 +10,16 @@ import math
 from dataclasses import dataclass
 
 
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    """A submit's tokens: taken or not, and what the RateLimit headers say."""
+
+    taken: bool
+    remaining: int
+    seconds_until_full: int
+    retry_after: int  # seconds until the tokens asked for are there (0 when taken)
+
+
 @dataclass(slots=True)
 class TokenBucket:
     """`rate` tokens a second up to `capacity`; starts full."""
@@ -52,6 +62,15 @@ class TokenBucket:
 
     def seconds_until_full(self) -> int:
         return max(0, math.ceil((self.capacity - self.tokens) / self.rate))
+
+    def decision(self, taken: bool, count: int) -> RateDecision:
+        """What a request for `count` tokens learns, `taken` or not."""
+        return RateDecision(
+            taken=taken,
+            remaining=self.remaining(),
+            seconds_until_full=self.seconds_until_full(),
+            retry_after=0 if taken else self.seconds_until(count),
+        )
 
 
 class SubmitLimiter:

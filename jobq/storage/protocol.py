@@ -28,6 +28,7 @@ from jobq.core.models import Job, ListQuery, NewJob, Outcome, Status
 from jobq.rules.alerts import Alert
 from jobq.rules.delivery_policy import Decision
 from jobq.rules.outbox import Delivery
+from jobq.rules.ratelimit import RateDecision
 
 # ---------------------------------------------------------------- values
 
@@ -144,16 +145,6 @@ class SubmitResult:
     job_ids: list[str]  # the jobs the answer is about (the first request's, on a replay)
     answer: bytes  # the body to send: made by the codec now, or remembered
     replayed: bool
-
-
-@dataclass(frozen=True, slots=True)
-class RateDecision:
-    """A submit's tokens: taken or not, and what the RateLimit headers say."""
-
-    taken: bool
-    remaining: int
-    seconds_until_full: int
-    retry_after: int  # seconds until the tokens asked for are there (0 when taken)
 
 
 # ---------------------------------------------------------------- the protocol, by consumer

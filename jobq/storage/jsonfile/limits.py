@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from jobq.rules.ratelimit import FailureWindow, SubmitLimiter
-from jobq.storage.protocol import RateDecision
+from jobq.rules.ratelimit import FailureWindow, RateDecision, SubmitLimiter
 
 
 class LimitOperations:
@@ -25,12 +24,7 @@ class LimitOperations:
         seconds = now.timestamp()
         bucket = self._submit_buckets.bucket(tenant_id, per_minute, burst, seconds)
         taken = bucket.take(seconds, count)
-        return RateDecision(
-            taken=taken,
-            remaining=bucket.remaining(),
-            seconds_until_full=bucket.seconds_until_full(),
-            retry_after=0 if taken else bucket.seconds_until(count),
-        )
+        return bucket.decision(taken, count)
 
     async def give_back_submit_tokens(self, tenant_id: str, count: int) -> None:
         bucket = self._submit_buckets.existing(tenant_id)

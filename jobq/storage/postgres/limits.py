@@ -8,9 +8,8 @@ from __future__ import annotations
 import math
 from datetime import datetime
 
-from jobq.rules.ratelimit import TokenBucket
+from jobq.rules.ratelimit import RateDecision, TokenBucket
 from jobq.storage.postgres.base import Base
-from jobq.storage.protocol import RateDecision
 
 BAD_KEY_WINDOW_SECONDS = 60.0
 
@@ -47,12 +46,7 @@ class Limits(Base):
                 bucket.tokens,
                 bucket.updated,
             )
-        return RateDecision(
-            taken=taken,
-            remaining=bucket.remaining(),
-            seconds_until_full=bucket.seconds_until_full(),
-            retry_after=0 if taken else bucket.seconds_until(count),
-        )
+        return bucket.decision(taken, count)
 
     async def give_back_submit_tokens(self, tenant_id: str, count: int) -> None:
         async with self._connection("give_back_submit_tokens") as conn:
