@@ -11,7 +11,7 @@ write leaves nothing behind: no phantom job, no remembered Idempotency-Key.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,6 @@ from jobq.core.errors import (
     CorruptStore,
     IdempotencyInFlight,
     IdempotencyMismatch,
-    NotFound,
     PayloadTooLarge,
     QueueFull,
     StaleAttempt,
@@ -29,21 +28,19 @@ from jobq.core.errors import (
 )
 from jobq.core.fsio import FileSystem
 from jobq.core.ids import new_id
-from jobq.core.models import LEASE_EXPIRED_ERROR, Failed, Job, ListQuery, NewJob, Outcome, Status
+from jobq.core.models import LEASE_EXPIRED_ERROR, Failed, Job, NewJob, Outcome, Status
 from jobq.core.timefmt import format_ts, to_ms
 from jobq.rules.alerts import Alert
-from jobq.rules.jobs import waiting_reason
-from jobq.rules.listing import decode_cursor, encode_cursor, matches
 from jobq.rules.outbox import Delivery
 from jobq.rules.submission import build_jobs
 from jobq.rules.transitions import RECOVERED_ERROR, RECOVERY_FAILED_ERROR, RetryPolicy
-from jobq.rules.transitions import first_unfinished_dependency as _first_unfinished
 from jobq.storage.jsonfile.index import IdemRecord, JobIndex
 from jobq.storage.jsonfile.journal import DurableLog
 from jobq.storage.jsonfile.lifecycle import cancel, park, settle, start_attempt
 from jobq.storage.jsonfile.limits import LimitOperations
 from jobq.storage.jsonfile.operator import OperatorOperations
 from jobq.storage.jsonfile.outbox import OutboxOperations
+from jobq.storage.jsonfile.reads import ReadOperations
 from jobq.storage.jsonfile.transaction import Transaction, atomic
 from jobq.storage.protocol import (
     AnswerCodec,
@@ -63,7 +60,7 @@ logger = logging.getLogger(__name__)
 STORAGE_RETRY_AFTER_SECONDS = 60
 
 
-class JsonStore(OutboxOperations, OperatorOperations, LimitOperations):
+class JsonStore(ReadOperations, OutboxOperations, OperatorOperations, LimitOperations):
     """The JSON-file backend; one process per data directory (an `flock` on
     the directory keeps others out). Reads are answered from memory."""
 
@@ -161,7 +158,7 @@ class JsonStore(OutboxOperations, OperatorOperations, LimitOperations):
     async def _commit(self, tx: Transaction) -> list[Job]:
         return await tx.commit(self.log.commit, self._listeners)
 
-    # ---- submit and read -------------------------------------------------
+    # ---- submit ----------------------------------------------------------
 
     async def submit(
         self,
@@ -243,81 +240,6 @@ class JsonStore(OutboxOperations, OperatorOperations, LimitOperations):
                 f"maxStoredBytes ({limit}); space comes back as jobs end and are purged after retention",
                 retry_after=STORAGE_RETRY_AFTER_SECONDS,
             )
-
-    async def get(self, job_id: str, tenant_id: str | None) -> Job | None:
-        """The job, or None when it does not exist or belongs to another tenant."""
-        return self._get(job_id, tenant_id)
-
-    async def get_many(self, job_ids: Sequence[str]) -> list[Job]:
-        jobs = self.index.jobs
-        return [jobs[job_id] for job_id in job_ids if job_id in jobs]
-
-    def _get(self, job_id: str, tenant_id: str | None) -> Job | None:
-        job = self.index.jobs.get(job_id)
-        if job is None or (tenant_id is not None and job.tenant_id != tenant_id):
-            return None
-        return job
-
-    def _get_visible(self, job_id: str, tenant_id: str | None) -> Job:
-        job = self._get(job_id, tenant_id)
-        if job is None:
-            raise NotFound(f"job {job_id} not found")
-        return job
-
-    async def list_jobs(self, query: ListQuery) -> tuple[list[Job], str | None]:
-        """Newest first; raises `BadRequest` on a cursor jobq did not make."""
-        found: list[Job] = []
-        after = decode_cursor(query.cursor) if query.cursor else None
-        passed = after is None
-        for job in self.index.newest_first(query.tenant_id, query.statuses):
-            if not passed:
-                assert after is not None
-                if job.job_id == after[1]:
-                    passed = True
-                    continue
-                if job.created_at >= after[0]:
-                    continue
-                passed = True
-            if matches(job, query):
-                found.append(job)
-                if len(found) > query.limit:
-                    break
-        if len(found) > query.limit:
-            del found[query.limit :]
-            return found, encode_cursor(found[-1])
-        return found, None
-
-    async def counts(self, tenant_id: str | None) -> dict[str, int]:
-        totals = {status.value: 0 for status in Status}
-        for tenant, counts in self.index.counts.items():
-            if tenant_id is None or tenant == tenant_id:
-                for status, n in counts.items():
-                    totals[status.value] += n
-        return totals
-
-    async def waiting_reasons(
-        self, jobs: Iterable[Job], now: datetime, limits: RunningLimits
-    ) -> list[str | None]:
-        """`waitingReason` of each job (SPEC §2), computed, never stored."""
-        self.index.promote_due(now)
-        slots_running = sum(len(jobs) for jobs in self.index.running.values())
-        return [
-            waiting_reason(
-                job,
-                now,
-                first_unfinished_dependency=_first_unfinished(job, self.index.jobs.get),
-                tenant_running=self.index.running_count(job.tenant_id),
-                tenant_max_running=limits.of(job.tenant_id),
-                jobs_ahead=self.index.jobs_ahead(job),
-                slots_running=slots_running,
-                worker_slots=self.worker_slots,
-            )
-            for job in jobs
-        ]
-
-    async def next_due(self) -> datetime | None:
-        """When the next scheduled or retrying job becomes due (None: none)."""
-        return self.index.next_timer()
 
     # ---- the worker's side ---------------------------------------------
 
