@@ -1,7 +1,8 @@
 """What every part of the PostgreSQL store shares: the connection pool, one
 SQL transaction per store operation (run again on a deadlock or
 serialization failure), errors translated at the edge, and events published
-after COMMIT, never before."""
+after COMMIT, never before: in this process at once, and to the others
+through `notify.Notifier` (coalesced NOTIFY, sent outside the transaction)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import asyncpg
 from jobq.core.errors import StoreUnavailable
 from jobq.rules.transitions import RetryPolicy
 from jobq.storage.postgres.errors import retryable, translated
+from jobq.storage.postgres.notify import Notifier
 from jobq.storage.postgres.rows import Conn
 from jobq.storage.postgres.unit import Unit
 from jobq.storage.protocol import Event, EventListener
@@ -35,6 +37,7 @@ class Base:
         self.worker_slots = worker_slots
         self._pool: asyncpg.Pool | None = None
         self._listeners: list[EventListener] = []
+        self._notifier: Notifier | None = None  # set by `open`
         self.commits = 0
 
     @property
@@ -74,6 +77,8 @@ class Base:
                 raise
             self.commits += 1
             self._publish(events)
+            if self._notifier is not None and events:
+                self._notifier.note(events)  # after COMMIT, never inside the transaction
             return result
         raise AssertionError("unreachable")
 

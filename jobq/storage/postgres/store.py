@@ -34,6 +34,7 @@ from jobq.storage.postgres import rows
 from jobq.storage.postgres.errors import translated
 from jobq.storage.postgres.limits import Limits
 from jobq.storage.postgres.migrate import migrate
+from jobq.storage.postgres.notify import Notifier
 from jobq.storage.postgres.outbox import Outbox
 from jobq.storage.postgres.owners import OwnerLock, recover_orphans
 from jobq.storage.postgres.rows import JOB_COLUMNS, Conn
@@ -85,9 +86,20 @@ class PostgresStore(Outbox, Limits):
             async with self._pool.acquire() as conn:
                 await migrate(conn)
             self.owner = await self._owner_lock.acquire(self.dsn, f"{socket.gethostname()}:{os.getpid()}", now)
+        notifier = Notifier(self.dsn, self.owner, self._publish)
+        try:
+            await notifier.start()  # LISTEN before anything of ours can change
+        except BaseException:
+            await self.close()
+            raise
+        self._notifier = notifier
         await self._transact("recover", lambda unit: recover_orphans(unit, self.owner, now, self.policy))
 
     async def ready(self) -> bool:
+        """The database answers, and this process hears the others' changes
+        (its LISTEN connection is up, or has been down only briefly)."""
+        if self._notifier is not None and not self._notifier.healthy():
+            return False
         try:
             async with self._connection("ready") as conn:
                 await conn.fetchval("SELECT 1")
@@ -96,6 +108,9 @@ class PostgresStore(Outbox, Limits):
         return True
 
     async def close(self) -> None:
+        notifier, self._notifier = self._notifier, None
+        if notifier is not None:
+            await notifier.close()  # what this process changed last still reaches the others
         pool, self._pool = self._pool, None
         try:
             await self._owner_lock.release()
@@ -104,7 +119,17 @@ class PostgresStore(Outbox, Limits):
                 await pool.close()
 
     def stats(self) -> dict[str, int]:
-        return {"commits": self.commits}
+        notifier = self._notifier
+        if notifier is None:
+            return {"commits": self.commits}
+        return {
+            "commits": self.commits,
+            "notify_sent": notifier.sent,
+            "notify_received": notifier.received,
+            "notify_refetch": notifier.refetch,
+            "notify_left_out": notifier.dropped,
+            "listen_reconnects": notifier.reconnects,
+        }
 
     # ---- submit ----------------------------------------------------------
 

@@ -155,7 +155,7 @@ class Unit:
         """What this transaction changed, to publish once it has committed. The
         versions ride along while events stay in this process (the live feed
         then shows each status as it was, not the job's state when it fetches);
-        events from other processes (step 2, LISTEN/NOTIFY) will carry ids only."""
+        the other processes hear of them without versions (`notify.py`)."""
         events: list[Event] = [
             JobChanged(j.job_id, j.tenant_id, j.status, j.attempts, j.terminal and j.finished_at == j.updated_at, j)
             for j in self.jobs.values()
