@@ -99,6 +99,7 @@ class DeliverySender:
         self.operator_secret = operator_secret
         self.health = health if health is not None else Health(clock.monotonic)
         self._sending: dict[str, asyncio.Task[None]] = {}
+        self._finished = 0  # sends ended so far
         self._lane_busy: Counter[str | None] = Counter()
         self._sessions: dict[bool, aiohttp.ClientSession] = {}
         self._wake = asyncio.Event()
@@ -156,11 +157,14 @@ class DeliverySender:
     async def run_until_idle(self) -> None:
         """Send until nothing is due or being sent (time does not move)."""
         while True:
+            finished_before = self._finished
             started = await self.run_once()
             if self._sending:
                 await asyncio.wait(list(self._sending.values()), return_when=asyncio.FIRST_COMPLETED)
                 continue
-            if started == 0:
+            # A send that ended while the store was being asked (a database
+            # answers later than memory) freed room that round could not see.
+            if started == 0 and self._finished == finished_before:
                 return
 
     async def run(self) -> None:
@@ -209,6 +213,7 @@ class DeliverySender:
         def done(_: asyncio.Task[None]) -> None:
             self._sending.pop(delivery.delivery_id, None)
             self._lane_busy[delivery.lane] -= 1
+            self._finished += 1
             self._wake.set()
 
         task.add_done_callback(done)

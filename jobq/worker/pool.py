@@ -83,6 +83,7 @@ class Worker:
         self.health = health if health is not None else Health(clock.monotonic)
         self._running: dict[str, _Running] = {}  # attempts whose handler runs now, by job id
         self._settling: set[asyncio.Task[None]] = set()  # attempts whose outcome is being written
+        self._settled = 0  # attempts whose outcome was written (or refused) so far
         self._wake = asyncio.Event()
         self._stopping = False
         self._stop_requested = asyncio.Event()  # ends a backoff early; new work does not
@@ -156,12 +157,15 @@ class Worker:
         """Run until nothing is due and nothing is running (time does not move)."""
         self._last_maintain = float("-inf")
         while True:
+            settled_before = self._settled
             started = await self.run_once()
             tasks = self._tasks()
             if tasks:
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 continue
-            if started == 0:
+            # An outcome written while the store was being asked (a database
+            # answers later than memory) may have released jobs that round missed.
+            if started == 0 and self._settled == settled_before:
                 return
 
     def _tasks(self) -> list[asyncio.Task[None]]:
@@ -276,6 +280,7 @@ class Worker:
             logger.exception("action=finish_crashed jobId=%s attempt=%d", job.job_id, job.attempts)
         finally:
             self._settling.discard(task)
+            self._settled += 1
             self._wake.set()
 
     async def _run_handler(self, job: Job, ctx: Context) -> Outcome:
