@@ -386,28 +386,3 @@ class ListQuery:
     q: str | None = None
     limit: int = 50
     cursor: str | None = None
-
-
-# What an attempt ended with, as the worker reports it to the store.
-@dataclass(frozen=True, slots=True)
-class Succeeded:
-    result: JSON
-
-
-@dataclass(frozen=True, slots=True)
-class Failed:
-    error: str
-    permanent: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Snoozed:
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class Interrupted:
-    """Released by a graceful shutdown: back to queued, not counted."""
-
-
-Outcome = Succeeded | Failed | Snoozed | Interrupted

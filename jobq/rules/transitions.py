@@ -15,19 +15,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from jobq.core.models import (
-    Attempt,
-    AttemptStatus,
-    Failed,
-    Interrupted,
-    Job,
-    OperatorAction,
-    Outcome,
-    Snoozed,
-    Status,
-    Succeeded,
-    check_transition,
-)
+from jobq.core.models import Attempt, AttemptStatus, Job, OperatorAction, Status, check_transition
+from jobq.core.outcomes import Failed, Interrupted, Outcome, Snoozed, Succeeded
 from jobq.rules.jobs import backoff_seconds
 
 MAX_OPERATOR_ACTIONS = 20  # newest kept on a job; older ones are only counted

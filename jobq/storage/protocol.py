@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from jobq.core.models import Job, ListQuery, NewJob, Outcome, Status
+from jobq.core.models import Job, ListQuery, NewJob, Status
+from jobq.core.outcomes import Outcome
 from jobq.rules.alerts import Alert
 from jobq.rules.delivery_policy import Decision
 from jobq.rules.outbox import Delivery

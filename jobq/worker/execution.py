@@ -7,7 +7,8 @@ import logging
 
 import orjson
 
-from jobq.core.models import Failed, Job, Outcome, Snoozed, Succeeded
+from jobq.core.models import Job
+from jobq.core.outcomes import Failed, Outcome, Snoozed, Succeeded
 from jobq.worker.handlers import Context, HandlerSpec, PermanentError, Snooze
 
 logger = logging.getLogger(__name__)

@@ -25,7 +25,8 @@ from typing import Any
 from jobq.core.clock import Clock
 from jobq.core.errors import StaleAttempt, StoreUnavailable
 from jobq.core.health import Health, run_rounds
-from jobq.core.models import CLAIMABLE, Failed, Interrupted, Job, Outcome, Status
+from jobq.core.models import CLAIMABLE, Job, Status
+from jobq.core.outcomes import Failed, Interrupted, Outcome
 from jobq.storage.protocol import Event, JobChanged, LeaseRef, RunningLimits, WorkerStore
 from jobq.worker.execution import execute
 from jobq.worker.handlers import Context, Registry

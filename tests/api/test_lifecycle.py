@@ -132,7 +132,7 @@ async def test_expired_lease_of_a_dead_worker_is_a_failed_attempt(jobq: Harness)
     assert "lease expired" in reaped["lastError"]
     # The ghost's late completion is fenced off.
     from jobq.core.errors import StaleAttempt
-    from jobq.core.models import Succeeded
+    from jobq.core.outcomes import Succeeded
 
     with pytest.raises(StaleAttempt):
         await jobq.store.finish(LeaseRef(claimed.job_id, claimed.attempts), Succeeded(None), jobq.clock.now())

@@ -7,7 +7,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from jobq.core.models import Failed, Job, NewJob, Status
+from jobq.core.models import Job, NewJob, Status
+from jobq.core.outcomes import Failed
 from jobq.rules.transitions import MAX_ATTEMPT_HISTORY, MAX_OPERATOR_ACTIONS
 from jobq.storage.protocol import LeaseRef
 from tests.conftest import RUNNING, Harness, HarnessFactory

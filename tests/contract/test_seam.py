@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
-from jobq.core.models import Failed, NewJob, Status
+from jobq.core.models import NewJob, Status
+from jobq.core.outcomes import Failed
 from jobq.storage.protocol import DeliveryChanged, Event, JobChanged, LeaseRef, RunningLimits
 from tests.conftest import RUNNING, Harness, store_submit
 

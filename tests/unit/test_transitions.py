@@ -9,18 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from jobq.core.models import (
-    AttemptStatus,
-    Failed,
-    IllegalTransition,
-    Interrupted,
-    Job,
-    NewJob,
-    Outcome,
-    Snoozed,
-    Status,
-    Succeeded,
-)
+from jobq.core.models import AttemptStatus, IllegalTransition, Job, NewJob, Status
+from jobq.core.outcomes import Failed, Interrupted, Outcome, Snoozed, Succeeded
 from jobq.rules.submission import build_jobs
 from jobq.rules.transitions import (
     MAX_ATTEMPT_HISTORY,

@@ -17,7 +17,6 @@ rewritten until everything has been read.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import queue
@@ -28,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jobq.core.errors import StoreLocked, StoreUnavailable
-from jobq.core.fsio import PRIVATE_DIR, PRIVATE_FILE, FileSystem, atomic_write, is_temp_file, tighten
+from jobq.core.errors import StoreUnavailable
+from jobq.core.fsio import PRIVATE_DIR, FileSystem, atomic_write, is_temp_file, tighten
+from jobq.storage.jsonfile import dirlock
 from jobq.storage.jsonfile.files import (
-    PID_NAME,
     SNAPSHOT_NAME,
     Records,
     check_folded,
@@ -108,12 +107,12 @@ class DurableLog:
         of that has passed nothing in the directory is touched; then modes are
         tightened to owner-only and the journals folded into a fresh snapshot."""
         self.directory.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
-        self._lock()
+        self._lock_fd = dirlock.lock(self.directory)
         records, snapshot_generation, journals = self.read_all()
         if check is not None:
             check(records)
         self._tighten_modes()
-        self._write_pid()
+        dirlock.write_pid(self.directory)
         self._remove_temp_files()
         self._committed = dict(records.entries())  # the entries as read: nothing decoded or encoded again
         self._generation = max([snapshot_generation or 0, *journals]) + 1
@@ -140,43 +139,7 @@ class DurableLog:
 
     def held_by_other_process(self) -> bool:
         """Is the directory locked by a running jobq? (For `doctor`; takes no lock.)"""
-        try:
-            fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
-
-    def _lock(self) -> None:
-        """flock the directory itself: no file in it that someone could delete
-        (and so let a second process in) is part of the lock."""
-        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            try:
-                holder = (self.directory / PID_NAME).read_text(errors="replace").strip()[:20]
-            except OSError:
-                holder = ""
-            raise StoreLocked(
-                f"{self.directory} is in use by process {holder or '(unknown)'}; "
-                "only one jobq process may use a data directory"
-            ) from None
-        self._lock_fd = fd
-
-    def _write_pid(self) -> None:
-        """Who holds the directory, for a second process's message only."""
-        fd = os.open(self.directory / PID_NAME, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
-        try:
-            os.write(fd, str(os.getpid()).encode())
-        finally:
-            os.close(fd)
+        return dirlock.held_by_other_process(self.directory)
 
     def _tighten_modes(self) -> None:
         tighten(self.directory)

@@ -10,7 +10,8 @@ from collections import deque
 from datetime import datetime
 
 from jobq.core.ids import new_id
-from jobq.core.models import Job, Outcome
+from jobq.core.models import Job
+from jobq.core.outcomes import Outcome
 from jobq.rules.outbox import delivery_for
 from jobq.rules.transitions import (
     RetryPolicy,

@@ -28,7 +28,8 @@ from jobq.core.errors import (
 )
 from jobq.core.fsio import FileSystem
 from jobq.core.ids import new_id
-from jobq.core.models import LEASE_EXPIRED_ERROR, Failed, Job, NewJob, Outcome, Status
+from jobq.core.models import LEASE_EXPIRED_ERROR, Job, NewJob, Status
+from jobq.core.outcomes import Failed, Outcome
 from jobq.core.timefmt import format_ts, to_ms
 from jobq.rules.alerts import Alert
 from jobq.rules.outbox import Delivery

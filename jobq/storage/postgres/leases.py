@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from jobq.core.errors import StaleAttempt
-from jobq.core.models import LEASE_EXPIRED_ERROR, Failed, Job, Outcome, Status
+from jobq.core.models import LEASE_EXPIRED_ERROR, Job, Status
+from jobq.core.outcomes import Failed, Outcome
 from jobq.core.timefmt import to_ms
 from jobq.storage.postgres.claim import claim_jobs
 from jobq.storage.postgres.lifecycle import cancel, settle

@@ -15,7 +15,8 @@ from collections import deque
 from datetime import datetime
 
 from jobq.core.ids import new_id
-from jobq.core.models import Job, Outcome, Status
+from jobq.core.models import Job, Status
+from jobq.core.outcomes import Outcome
 from jobq.rules.outbox import delivery_for
 from jobq.rules.transitions import (
     RetryPolicy,

@@ -15,7 +15,8 @@ from datetime import datetime
 
 import asyncpg
 
-from jobq.core.models import Failed, Status
+from jobq.core.models import Status
+from jobq.core.outcomes import Failed
 from jobq.rules.transitions import RECOVERED_ERROR, RetryPolicy
 from jobq.storage.postgres.lifecycle import settle
 from jobq.storage.postgres.rows import JOB_COLUMNS, Conn

@@ -14,29 +14,8 @@ overflowed: the queue was emptied and nothing more is queued for it; the next
 behind in it, and the client is live again). Events of a tenant are only ever
 queued for clients whose scope is that tenant or every tenant.
 
-What bounds the cost of many viewers: senders share a budget of
-`send_budget` messages a second (each client may send `send_budget / clients`
-a second, at least `MIN_CLIENT_RATE`, in bursts of up to a second's worth).
-A client offered more than that falls behind (its queue overflows, or at a
-tick it holds more than a second's worth) and gets a snapshot a second
-instead of the stream, so the hub's work does not grow with the job rate
-times the number of viewers, and the workers keep their pace (measured by
-`make bench`, `live-drain`). Behind clients cost `publish_job` nothing.
-
-What bounds one viewer's memory (issue 8): its pending bytes, the encoded
-messages queued for it plus what its transport has buffered
-(`transport.get_write_buffer_size()`). A message that would take them past
-`max_pending_bytes` is not queued: the client falls behind and gets a
-snapshot (cut to half the bound) once its buffer has room; one that stays
-over the bound for `stuck_seconds` is closed (1008, `ws_slow_reader`).
-
-Every tick also re-checks who each client is (`Access`): its key hash must
-still be in the tenants file (the `authenticate` callable, the registry's
-`authenticate_hash`) and its session unexpired, or the socket is closed with
-4401 (`ws_key_revoked`, `ws_session_expired`); `close_session` closes a
-signed-out session's sockets at once. `reserve` holds a place under the caps
-(`max_per_tenant` for a tenant's keys and sessions, `max_total` for all,
-admins included) before the upgrade.
+How the hub bounds its cost and each viewer's memory, and re-checks who
+is watching, is told in IMPLEMENTATION.md ("Live updates").
 
 The messages are listed in `messages.py`, which builds them.
 
@@ -54,7 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSCloseCode, web
 
 from jobq.core.clock import Clock
 from jobq.core.models import Job
@@ -64,6 +43,7 @@ from jobq.tenancy.tenants import Principal
 from jobq.web.live.client import BEHIND, LIVE, Access, LiveClient, Scope, Socket
 from jobq.web.live.feed import LiveFeed
 from jobq.web.live.messages import LiveMessages
+from jobq.web.live.sender import TICK_SECONDS, send_loop
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +52,6 @@ SEND_BUDGET = 5000.0  # messages a second over all clients
 MIN_CLIENT_RATE = 10.0  # messages a second a client may always send
 SNAPSHOT_JOBS = 100
 MAX_RESYNC_TICKS = 5  # the longest a client that cannot keep up waits for a snapshot
-TICK_SECONDS = 1.0
 MAX_PER_TENANT = 50  # sockets open at once for one tenant's keys and sessions
 MAX_TOTAL = 1000  # sockets open at once, admins included
 MAX_PENDING_BYTES = 1024 * 1024  # queued + transport-buffered bytes a client may hold
@@ -178,7 +157,8 @@ class LiveHub:
         if not reserved:
             self._places[access.owner] += 1
         self._clients.add(client)
-        client.sender = asyncio.get_running_loop().create_task(self._send_loop(client), name="jobq-live-sender")
+        sending = send_loop(client, lambda: self.client_rate, self.messages.encoded_snapshot, self._go_live)
+        client.sender = asyncio.get_running_loop().create_task(sending, name="jobq-live-sender")
         logger.info("action=ws_connect tenantId=%s viewer=%s clients=%d", tenant_id, label, len(self._clients))
         return client
 
@@ -416,40 +396,6 @@ class LiveHub:
                 self._fall_behind(client)
             else:
                 client.queued_bytes += size
-
-    async def _send_loop(self, client: LiveClient) -> None:
-        """Drain the client's queue into its socket, within its share of the
-        send budget, until the socket fails or the task is cancelled. Pacing
-        is real time (the loop's clock, as `asyncio.sleep`): it meters socket
-        writes and never becomes a timestamp."""
-        loop = asyncio.get_running_loop()
-        tokens, refilled = float(client.queue.maxsize), loop.time()
-        try:
-            while True:
-                item = await client.queue.get()
-                rate = self.client_rate
-                burst = min(float(client.queue.maxsize), max(1.0, rate * TICK_SECONDS))
-                now = loop.time()
-                tokens, refilled = min(burst, tokens + (now - refilled) * rate), now
-                if tokens < 1.0:
-                    # Meanwhile its queue may overflow: then it is behind, and this
-                    # item goes out just before the snapshot that supersedes it.
-                    await asyncio.sleep((1.0 - tokens) / rate)
-                    tokens, refilled = 1.0, loop.time()
-                tokens -= 1.0
-                if item is None:
-                    item = await self.messages.encoded_snapshot(client.tenant_id)
-                    self._go_live(client)  # changes from now on are queued after the snapshot
-                else:
-                    client.queued_bytes -= len(item)  # written at once, into the transport's buffer
-                await client.socket.send_frame(item, WSMsgType.TEXT)
-                client.sent += 1
-        except ConnectionError as exc:
-            # The peer went away; the view's read loop ends and disconnects it.
-            logger.info("action=ws_send_failed tenantId=%s viewer=%s error=%s", client.tenant_id, client.label, exc)
-        except Exception:
-            logger.exception("action=ws_sender_crashed tenantId=%s viewer=%s", client.tenant_id, client.label)
-            await client.socket.close(code=WSCloseCode.INTERNAL_ERROR, message=b"live updates failed")
 
 
 HUB = web.AppKey("jobq.hub", LiveHub)

@@ -18,7 +18,8 @@ import pytest
 
 from jobq.cli import doctor
 from jobq.core.errors import StoreUnavailable
-from jobq.core.models import Failed, NewJob, Status
+from jobq.core.models import NewJob, Status
+from jobq.core.outcomes import Failed
 from jobq.rules.transitions import RECOVERY_FAILED_ERROR
 from jobq.storage.jsonfile import store as store_module
 from jobq.storage.jsonfile.lifecycle import settle

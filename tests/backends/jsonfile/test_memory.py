@@ -60,7 +60,8 @@ PAYLOADS = {"many_objects": many_objects, "nested_lists": nested_lists, "small":
 async def _probe(
     data_dir: Path, kind: str, count: int, finish: bool, idem: bool, webhook: bool = False
 ) -> dict[str, float]:
-    from jobq.core.models import NewJob, Succeeded
+    from jobq.core.models import NewJob
+    from jobq.core.outcomes import Succeeded
     from jobq.rules.transitions import RetryPolicy
     from jobq.storage.jsonfile.store import JsonStore
     from jobq.storage.protocol import IdemRequest
@@ -274,7 +275,8 @@ def test_stored_bytes_follow_put_replace_and_remove() -> None:
 
 
 async def test_stored_bytes_are_the_same_after_a_restart(tmp_path: Path) -> None:
-    from jobq.core.models import NewJob, Succeeded
+    from jobq.core.models import NewJob
+    from jobq.core.outcomes import Succeeded
     from jobq.rules.transitions import RetryPolicy
     from jobq.storage.jsonfile.store import JsonStore
 

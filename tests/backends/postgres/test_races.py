@@ -11,7 +11,8 @@ import pytest
 
 from jobq.core.clock import FakeClock
 from jobq.core.errors import StaleAttempt
-from jobq.core.models import NewJob, Status, Succeeded
+from jobq.core.models import NewJob, Status
+from jobq.core.outcomes import Succeeded
 from jobq.storage.protocol import IdemRequest, LeaseRef, RunningLimits
 from tests.backends.postgres.conftest import StoreFactory
 from tests.conftest import store_submit
