@@ -19,6 +19,7 @@ Each mutating method is atomic and durable when it returns; it raises
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +31,8 @@ from jobq.rules.alerts import Alert
 from jobq.rules.delivery_policy import Decision
 from jobq.rules.outbox import Delivery
 from jobq.rules.ratelimit import RateDecision
+
+logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------- values
 
@@ -72,9 +75,14 @@ class Listeners:
     listeners: list[EventListener] = field(default_factory=list)
 
     def publish(self, events: Sequence[Event]) -> None:
-        if events:
-            for listener in self.listeners:
+        """Tell every listener; a broken one must not turn a durable change into an error."""
+        if not events:
+            return
+        for listener in self.listeners:
+            try:
                 listener(events)
+            except Exception:
+                logger.exception("action=listener_failed events=%d", len(events))
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,12 +285,3 @@ class Store(JobReads, JobWrites, LimitStore, WorkerStore, OutboxStore, AlertStor
     def stats(self) -> dict[str, int]:
         """Monotonic counters of the backend's own work, for /metrics/prometheus."""
         ...
-
-
-async def jobs_as_api(
-    store: JobReads, jobs: list[Job], now: datetime, limits: RunningLimits, *, with_history: bool = False
-) -> list[dict[str, Any]]:
-    """The jobs as the HTTP API (and the live updates) show them, each with its
-    computed `waitingReason`."""
-    reasons = await store.waiting_reasons(jobs, now, limits)
-    return [job.to_api(reason, with_history=with_history) for job, reason in zip(jobs, reasons, strict=True)]

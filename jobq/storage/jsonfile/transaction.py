@@ -210,12 +210,7 @@ class Transaction:
             DeliveryChanged(d.delivery_id, d.job_id, d.tenant_id, d.status, d.lane, d)
             for d in self._deliveries.values()
         )
-        for listener in listeners.listeners:
-            try:
-                listener(events)
-            except Exception:
-                # A broken listener must not turn a durable change into an error.
-                logger.exception("action=listener_failed events=%d", len(events))
+        listeners.publish(events)
 
 
 def atomic(index: JobIndex) -> Transaction:

@@ -19,7 +19,7 @@ from jobq.storage.postgres.errors import retryable, translated
 from jobq.storage.postgres.notify import Notifier
 from jobq.storage.postgres.rows import Conn
 from jobq.storage.postgres.unit import Unit
-from jobq.storage.protocol import Event, EventListener
+from jobq.storage.protocol import Event, EventListener, Listeners
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class Base:
         self.aging_seconds = aging_seconds
         self.worker_slots = worker_slots
         self._pool: asyncpg.Pool | None = None
-        self._listeners: list[EventListener] = []
+        self._listeners = Listeners()
         self._notifier: Notifier | None = None  # set by `open`
         self.commits = 0
 
@@ -47,17 +47,10 @@ class Base:
         return self._pool
 
     def subscribe(self, listener: EventListener) -> None:
-        self._listeners.append(listener)
+        self._listeners.listeners.append(listener)
 
     def _publish(self, events: Sequence[Event]) -> None:
-        if not events:
-            return
-        for listener in self._listeners:
-            try:
-                listener(events)
-            except Exception:
-                # A broken listener must not turn a committed change into an error.
-                logger.exception("action=listener_failed events=%d", len(events))
+        self._listeners.publish(events)
 
     async def _transact(self, action: str, body: Callable[[Unit], Awaitable[T]]) -> T:
         """Run `body` in one SQL transaction, flush its unit, commit, then publish.

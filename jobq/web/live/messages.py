@@ -22,8 +22,9 @@ from jobq.core.clock import Clock
 from jobq.core.models import Job, ListQuery, Status
 from jobq.core.timefmt import format_ts
 from jobq.rules.throughput import FinishedCounter
-from jobq.storage.protocol import JobReads, RunningLimits, jobs_as_api
+from jobq.storage.protocol import JobReads, RunningLimits
 from jobq.web.live.client import Scope
+from jobq.web.rendering import jobs_as_api
 
 
 class LiveMessages:

@@ -27,10 +27,11 @@ from jobq.core.errors import (
 )
 from jobq.core.models import Job, ListQuery, NewJob, Status
 from jobq.rules.ratelimit import TokenBucket
-from jobq.storage.protocol import AnswerCodec, SubmitResult, jobs_as_api
+from jobq.storage.protocol import AnswerCodec, SubmitResult
 from jobq.web.auth import principal_of, require_submitter, require_writer
 from jobq.web.connlimits import refuse_request
 from jobq.web.idempotency import idem_request
+from jobq.web.rendering import jobs_as_api
 from jobq.web.request_body import check_utf8, defer_continue, read_body
 from jobq.web.services import Services, services_of
 from jobq.web.validation import parse_batch, parse_bulk, parse_list_query, parse_submit
